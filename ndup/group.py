@@ -1,0 +1,131 @@
+"""Verified pairs -> groups. Pure: no I/O, no outside libraries.
+
+Weak links must not chain unrelated photos together: A~B and B~C does not put A and C in one group
+unless they match each other too. Groups are grown around a centre that matches every member; the
+keeper (the policy's favourite) must match at least half of the group, and every other member must
+match the keeper directly or most of the other members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ndup.records import PairVerdict, Tier
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    tier: Tier
+    keeper: int
+    members: tuple[int, ...]  # keeper first, then the rest in preference order
+    scores: tuple[float, ...]  # each member's match score to the keeper (1.0 for the keeper)
+
+
+class _Graph:
+    def __init__(self, edges: Iterable[tuple[int, int, float]]):
+        self.adj: dict[int, dict[int, float]] = {}
+        for a, b, score in edges:
+            if a == b:
+                continue
+            for x, y in ((a, b), (b, a)):
+                row = self.adj.setdefault(x, {})
+                row[y] = max(score, row.get(y, 0.0))
+
+    def components(self) -> list[list[int]]:
+        seen: set[int] = set()
+        out = []
+        for start in sorted(self.adj):
+            if start in seen:
+                continue
+            stack, comp = [start], []
+            seen.add(start)
+            while stack:
+                node = stack.pop()
+                comp.append(node)
+                for nxt in self.adj[node]:
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        stack.append(nxt)
+            out.append(sorted(comp))
+        return out
+
+
+def _strength(node: int, among: set[int], adj: dict[int, dict[int, float]]) -> tuple:
+    """How central a node is among `among`: links, then total score, then the lower index (determinism)."""
+    links = [s for m, s in adj[node].items() if m in among]
+    return (len(links), sum(links), -node)
+
+
+def _belongs(node: int, keeper: int, cluster: set[int], adj: dict[int, dict[int, float]]) -> bool:
+    if node == keeper or keeper in adj[node]:
+        return True
+    others = len(cluster) - 1
+    return sum(1 for m in adj[node] if m in cluster) * 2 > others
+
+
+def _member_score(node: int, keeper: int, cluster: Sequence[int], adj: dict[int, dict[int, float]]) -> float:
+    if node == keeper:
+        return 1.0
+    if keeper in adj[node]:
+        return adj[node][keeper]
+    links = [adj[node][m] for m in cluster if m in adj[node]]
+    return sum(links) / len(links) if links else 0.0
+
+
+def cluster_edges(edges: Iterable[tuple[int, int, float]], rank: Callable[[int], object], tier: Tier) -> list[Cluster]:
+    """Centre-grown clusters over scored edges; `rank(node)` orders keeper candidates (smallest wins)."""
+    graph = _Graph(edges)
+    adj = graph.adj
+    clusters: list[Cluster] = []
+    for comp in graph.components():
+        remaining = set(comp)
+        while len(remaining) >= 2:
+            center = max(remaining, key=lambda n, left=remaining: _strength(n, left, adj))
+            cluster = {center} | {m for m in adj[center] if m in remaining}
+            while True:
+                keeper = min(cluster, key=rank)
+                linked = sum(1 for m in adj[keeper] if m in cluster)
+                if keeper == center or 2 * linked >= len(cluster) - 1:
+                    break
+                # The policy's favourite matches too little of this group to anchor it. It stays out
+                # (undeleted), so no file is ever deleted in favour of one the policy ranks lower.
+                cluster.discard(keeper)
+            members = {n for n in cluster if _belongs(n, keeper, cluster, adj)}
+            if len(members) < 2:
+                remaining.discard(center)
+                continue
+            ordered = sorted(members, key=lambda n: (n != keeper, rank(n)))
+            scores = tuple(_member_score(n, keeper, ordered, adj) for n in ordered)
+            clusters.append(Cluster(tier=tier, keeper=keeper, members=tuple(ordered), scores=scores))
+            remaining -= members
+    return clusters
+
+
+def build_groups(
+    count: int,
+    verdicts: Iterable[PairVerdict],
+    rank: Callable[[int], object],
+    content_hashes: Sequence[str],
+) -> list[Cluster]:
+    """Copy groups (tier exact when every member has the same bytes), then similar-shot groups.
+
+    Similar groups are built between the keepers of copy groups and the images in no copy group, so a
+    photo is never both deleted as a copy and offered as a similar shot.
+    """
+    verdicts = list(verdicts)
+    copy_edges = [(v.a, v.b, v.score) for v in verdicts if v.tier in ("exact", "copy")]
+    copies = cluster_edges(copy_edges, rank, "copy")
+    copies = [
+        Cluster("exact", c.keeper, c.members, c.scores) if len({content_hashes[m] for m in c.members}) == 1 else c
+        for c in copies
+    ]
+    unit_of = list(range(count))
+    for c in copies:
+        for m in c.members:
+            unit_of[m] = c.keeper
+    similar_edges = [
+        (unit_of[v.a], unit_of[v.b], v.score) for v in verdicts if v.tier == "similar" and unit_of[v.a] != unit_of[v.b]
+    ]
+    similar = cluster_edges(similar_edges, rank, "similar")
+    return copies + similar

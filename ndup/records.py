@@ -1,0 +1,120 @@
+"""Frozen records that flow one way through the pipeline: walk -> decode -> match -> group -> plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Tier = Literal["exact", "copy", "similar"]
+Action = Literal["keep", "delete", "review"]
+TIERS: tuple[Tier, ...] = ("exact", "copy", "similar")
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """A regular file found by the walk (stat only, nothing read)."""
+
+    path: str  # absolute
+    size: int
+    mtime_ns: int
+    dev: int
+    inode: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What decoding a file tells us about it; cached per (path, size, mtime_ns)."""
+
+    content_hash: str  # sha256 of the bytes
+    format: str  # Pillow's format name: JPEG, PNG, WEBP, ...
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    phash: str  # 64-bit perceptual hashes as 16 hex digits
+    dhash: str
+    quality: int | None = None  # estimated JPEG quality (1-100); None when not a JPEG
+    lossless: bool = False
+    exif_tags: int = 0  # how much EXIF the file carries; richer metadata suggests an original
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A file that could not be used, and why (shown to the user, cached until the file changes)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """An image file read once: its facts (cached) and pixels for the model (never cached)."""
+
+    path: str
+    size: int  # as read, which may differ from the walk's stat if the file changed in between
+    mtime_ns: int
+    facts: ImageFacts
+    pixels: Any  # numpy (side, side, 3) uint8, EXIF-oriented
+
+
+@dataclass(frozen=True, slots=True)
+class NotAnImage:
+    """Neither an image by content nor by name: ignored, and remembered so it is not read again."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+Outcome = Decoded | NotAnImage | Failure
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One usable image of the library as matching and planning see it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    facts: ImageFacts
+
+
+@dataclass(frozen=True, slots=True)
+class PairVerdict:
+    """A verified candidate pair: indices into the image list, the tier it supports and its score."""
+
+    a: int
+    b: int
+    tier: Tier | None  # None: looked at, not a match
+    score: float  # probability that the two are copies of one picture
+    similarity: float = 0.0  # embedding cosine, kept for explanations
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    path: str
+    action: Action
+    score: float  # match score against the keeper (1.0 for the keeper itself)
+    reason: str
+    size: int = 0
+    width: int = 0
+    height: int = 0
+    format: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: int
+    tier: Tier
+    keep: str
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    run_id: int
+    groups: tuple[Group, ...]
+    failures: tuple[Failure, ...]
+    summary: dict = field(default_factory=dict)

@@ -1,0 +1,141 @@
+"""Plans and progress for people: the only module that talks to Rich."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from ndup.plan import human_bytes
+from ndup.records import Plan
+
+ACTION_STYLE = {"keep": "bold green", "delete": "red", "review": "yellow"}
+TIER_STYLE = {"exact": "magenta", "copy": "cyan", "similar": "yellow"}
+
+
+def stdout_console() -> Console:
+    # Piped output is for grep and less: never wrap lines at 80 columns there.
+    width = None if sys.stdout.isatty() else 400
+    return Console(highlight=False, width=width)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+class RichProgress:
+    """Progress bars on stderr; silent when stderr is not a terminal or the user asked for quiet."""
+
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._bar: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> RichProgress:
+        if self.enabled:
+            self._bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=stderr_console(),
+                transient=True,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done()
+
+    def stage(self, name: str, total: int | None = None) -> None:
+        if self._bar is None:
+            return
+        if self._task is not None:
+            self._bar.remove_task(self._task)
+        self._task = self._bar.add_task(name, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task, n)
+
+    def done(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def summary_line(plan: Plan) -> str:
+    s = plan.summary
+    by_tier = s.get("groups_by_tier", {})
+    tiers = ", ".join(f"{n} {t}" for t, n in by_tier.items() if n)
+    return (
+        f"{s.get('files_seen', 0)} files seen, {s.get('images', 0)} images "
+        f"({s.get('decoded', 0)} read this run), {s.get('failures', 0)} failures; "
+        f"{s.get('groups', 0)} groups{f' ({tiers})' if tiers else ''}; "
+        f"{s.get('to_delete', 0)} files proposed for deletion, "
+        f"{human_bytes(s.get('bytes_freed', 0))} would be freed"
+    )
+
+
+def _common_folder(paths: list[str]) -> str:
+    if not paths:
+        return ""
+    try:
+        return os.path.commonpath([os.path.dirname(p) for p in paths])
+    except ValueError:  # mixed drives on Windows
+        return ""
+
+
+def _shown(path: str, base: str) -> str:
+    return os.path.relpath(path, base) if base and path.startswith(base + os.sep) else path
+
+
+def print_plan(plan: Plan, console: Console, show_failures: bool = True) -> None:
+    base = _common_folder([m.path for g in plan.groups for m in g.members])
+    if plan.groups:
+        title = f"Duplicate groups (run {plan.run_id})" + (f" under {base}" if base else "")
+        table = Table(title=title, title_justify="left", expand=False, pad_edge=False, box=box.SIMPLE_HEAD)
+        table.add_column("group", justify="right", no_wrap=True)
+        table.add_column("tier", no_wrap=True)
+        table.add_column("action", no_wrap=True)
+        table.add_column("score", justify="right", no_wrap=True)
+        table.add_column("pixels", justify="right", no_wrap=True)
+        table.add_column("size", justify="right", no_wrap=True)
+        table.add_column("file", overflow="fold")
+        table.add_column("why", overflow="fold")
+        for g in plan.groups:
+            for i, m in enumerate(g.members):
+                table.add_row(
+                    str(g.id) if i == 0 else "",
+                    Text(g.tier, style=TIER_STYLE[g.tier]) if i == 0 else "",
+                    Text(m.action, style=ACTION_STYLE[m.action]),
+                    f"{m.score:.2f}",
+                    f"{m.width}x{m.height}",
+                    human_bytes(m.size),
+                    Text(_shown(m.path, base)),
+                    Text(m.reason, style="dim"),
+                    end_section=i == len(g.members) - 1,
+                )
+        console.print(table)
+    else:
+        console.print("No duplicates found.")
+    if show_failures and plan.failures:
+        fails = Table(
+            title=f"Files that could not be read ({len(plan.failures)})", title_justify="left", box=box.SIMPLE_HEAD
+        )
+        fails.add_column("file", overflow="fold")
+        fails.add_column("reason", overflow="fold")
+        for f in plan.failures:
+            fails.add_row(Text(f.path), Text(f.reason))
+        console.print(fails)
+    console.print(Text(summary_line(plan)))
+
+
+def error(message: str) -> None:
+    stderr_console().print(Text(message), style="red" if sys.stderr.isatty() else None)

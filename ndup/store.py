@@ -1,0 +1,320 @@
+"""The SQLite cache: file facts, embeddings, runs and plans. The only module that talks to SQLite.
+
+Every change a scan makes is written in one transaction per batch, so an interrupted scan keeps
+everything finished before the interruption and the next scan carries on from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlite_utils import Database, Migrations
+
+from ndup.errors import NdupError
+from ndup.records import Decoded, Failure, FileEntry, Group, ImageFacts, ImageRecord, Member, NotAnImage, Outcome, Plan
+
+migrations = Migrations("ndup")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["files"].create(
+        {
+            "path": str,
+            "size": int,
+            "mtime_ns": int,
+            "dev": int,
+            "inode": int,
+            "kind": str,  # image | failed | other
+            "decoder_version": int,
+            "content_hash": str,
+            "format": str,
+            "width": int,
+            "height": int,
+            "phash": str,
+            "dhash": str,
+            "quality": int,
+            "lossless": int,
+            "exif_tags": int,
+            "reason": str,
+            "scanned_at": float,
+        },
+        pk="path",
+    )
+    db["files"].create_index(["content_hash"])
+    db["embeddings"].create(
+        {"content_hash": str, "model_id": str, "vector": bytes},
+        pk=("content_hash", "model_id"),
+    )
+    db["runs"].create(
+        {
+            "id": int,
+            "started_at": float,
+            "finished_at": float,
+            "roots": str,
+            "settings": str,
+            "summary": str,
+            "status": str,  # running | done | interrupted | failed
+        },
+        pk="id",
+    )
+    db["plan_groups"].create(
+        {"run_id": int, "group_id": int, "tier": str, "keep_path": str},
+        pk=("run_id", "group_id"),
+    )
+    db["plan_members"].create(
+        {
+            "run_id": int,
+            "group_id": int,
+            "position": int,
+            "path": str,
+            "action": str,
+            "score": float,
+            "reason": str,
+            "size": int,
+            "width": int,
+            "height": int,
+            "format": str,
+        },
+        pk=("run_id", "group_id", "path"),  # a copy group's keeper can also head a similar-shot group
+    )
+    db["run_failures"].create({"run_id": int, "path": str, "reason": str}, pk=("run_id", "path"))
+
+
+@dataclass(frozen=True, slots=True)
+class CachedStat:
+    """The part of a cached file row that decides whether the file must be read again."""
+
+    size: int
+    mtime_ns: int
+    decoder_version: int
+    kind: str
+    content_hash: str | None
+
+
+def _facts_from_row(row: sqlite3.Row | tuple) -> ImageFacts:
+    content_hash, fmt, width, height, phash, dhash, quality, lossless, exif_tags = row
+    return ImageFacts(
+        content_hash=content_hash,
+        format=fmt,
+        width=width,
+        height=height,
+        phash=phash,
+        dhash=dhash,
+        quality=quality,
+        lossless=bool(lossless),
+        exif_tags=exif_tags or 0,
+    )
+
+
+class Store:
+    def __init__(self, db: Database, path: Path):
+        self.db = db
+        self.path = path
+
+    # ---- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        path = Path(path).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise NdupError(
+                f"cannot create the cache folder {path.parent}: {e.strerror or e}",
+                hint="choose another location with --db PATH or NDUP_DB",
+            ) from None
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise NdupError(
+                f"the cache {path} is not readable and writable", hint="fix its permissions or use --db PATH"
+            )
+        try:
+            conn = sqlite3.connect(str(path), timeout=30.0)
+            db = Database(conn)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            migrations.apply(db)
+        except sqlite3.DatabaseError as e:
+            raise NdupError(
+                f"cannot use the cache {path}: {e}",
+                hint="if the file is damaged, move it aside (ndup rebuilds the cache on the next scan) or use --db PATH",
+            ) from None
+        return cls(db, path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def schema_version(self) -> int:
+        return len(migrations.applied(self.db))
+
+    # ---- file facts ----------------------------------------------------------------------------
+    def cached_stats(self) -> dict[str, CachedStat]:
+        rows = self.db.conn.execute("SELECT path, size, mtime_ns, decoder_version, kind, content_hash FROM files")
+        return {r[0]: CachedStat(*r[1:]) for r in rows}
+
+    def image_records(self, paths: Iterable[str]) -> list[ImageRecord]:
+        """Cached facts for the given paths that are images, in the order given."""
+        wanted = list(paths)
+        found: dict[str, ImageRecord] = {}
+        cols = "path, size, mtime_ns, content_hash, format, width, height, phash, dhash, quality, lossless, exif_tags"
+        for chunk in _chunks(wanted, 900):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {cols} FROM files WHERE kind = 'image' AND path IN ({marks})"
+            for r in self.db.conn.execute(sql, chunk):
+                found[r[0]] = ImageRecord(path=r[0], size=r[1], mtime_ns=r[2], facts=_facts_from_row(r[3:]))
+        return [found[p] for p in wanted if p in found]
+
+    def failures(self, paths: Iterable[str]) -> list[Failure]:
+        wanted = list(paths)
+        out: dict[str, Failure] = {}
+        for chunk in _chunks(wanted, 900):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT path, reason FROM files WHERE kind = 'failed' AND path IN ({marks})"
+            for path, reason in self.db.conn.execute(sql, chunk):
+                out[path] = Failure(path, reason)
+        return [out[p] for p in wanted if p in out]
+
+    def write_batch(
+        self,
+        results: Iterable[tuple[FileEntry, Outcome]],
+        embeddings: dict[str, np.ndarray],
+        model_id: str,
+        decoder_version: int,
+    ) -> None:
+        """Record one batch of read files and their new embeddings in a single transaction."""
+        now = time.time()
+        rows = []
+        for entry, outcome in results:
+            row = dict(path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, dev=entry.dev, inode=entry.inode,
+                       decoder_version=decoder_version, scanned_at=now, **_EMPTY_FACTS)  # fmt: skip
+            if isinstance(outcome, Decoded):
+                f = outcome.facts
+                row.update(size=outcome.size, mtime_ns=outcome.mtime_ns, kind="image", content_hash=f.content_hash,
+                           format=f.format, width=f.width, height=f.height, phash=f.phash, dhash=f.dhash,
+                           quality=f.quality, lossless=int(f.lossless), exif_tags=f.exif_tags)  # fmt: skip
+            elif isinstance(outcome, NotAnImage):
+                row.update(size=outcome.size, mtime_ns=outcome.mtime_ns, kind="other")
+            else:
+                row.update(kind="failed", reason=outcome.reason)
+            rows.append(row)
+        vectors = [
+            {"content_hash": h, "model_id": model_id, "vector": v.astype(np.float16).tobytes()}
+            for h, v in embeddings.items()
+        ]
+        with self.db.atomic():
+            if rows:
+                self.db["files"].insert_all(rows, pk="path", replace=True)
+            if vectors:
+                self.db["embeddings"].insert_all(vectors, pk=("content_hash", "model_id"), replace=True)
+
+    # ---- embeddings ----------------------------------------------------------------------------
+    def embedded_hashes(self, model_id: str) -> set[str]:
+        rows = self.db.conn.execute("SELECT content_hash FROM embeddings WHERE model_id = ?", (model_id,))
+        return {r[0] for r in rows}
+
+    def embeddings(self, content_hashes: Iterable[str], model_id: str) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for chunk in _chunks(list(set(content_hashes)), 900):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT content_hash, vector FROM embeddings WHERE model_id = ? AND content_hash IN ({marks})"
+            for h, blob in self.db.conn.execute(sql, [model_id, *chunk]):
+                out[h] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+        return out
+
+    # ---- runs and plans ------------------------------------------------------------------------
+    def begin_run(self, roots: list[str], settings: dict) -> int:
+        table = self.db["runs"]
+        table.insert(
+            {
+                "started_at": time.time(),
+                "roots": json.dumps(roots),
+                "settings": json.dumps(settings),
+                "status": "running",
+            }
+        )
+        return int(table.last_pk)
+
+    def finish_run(self, run_id: int, status: str, summary: dict | None = None) -> None:
+        self.db["runs"].update(
+            run_id, {"finished_at": time.time(), "status": status, "summary": json.dumps(summary or {})}
+        )
+
+    def save_plan(self, plan: Plan) -> None:
+        groups = [{"run_id": plan.run_id, "group_id": g.id, "tier": g.tier, "keep_path": g.keep} for g in plan.groups]
+        members = [
+            {"run_id": plan.run_id, "group_id": g.id, "position": i, "path": m.path, "action": m.action,
+             "score": m.score, "reason": m.reason, "size": m.size, "width": m.width, "height": m.height,
+             "format": m.format}
+            for g in plan.groups
+            for i, m in enumerate(g.members)
+        ]  # fmt: skip
+        failures = [{"run_id": plan.run_id, "path": f.path, "reason": f.reason} for f in plan.failures]
+        with self.db.atomic():
+            self.db["plan_groups"].insert_all(groups, pk=("run_id", "group_id"), replace=True)
+            self.db["plan_members"].insert_all(members, pk=("run_id", "group_id", "path"), replace=True)
+            self.db["run_failures"].insert_all(failures, pk=("run_id", "path"), replace=True)
+            self.db["runs"].update(
+                plan.run_id, {"finished_at": time.time(), "status": "done", "summary": json.dumps(plan.summary)}
+            )
+
+    def latest_run_id(self) -> int | None:
+        row = self.db.conn.execute("SELECT max(id) FROM runs WHERE status = 'done'").fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    def load_plan(self, run_id: int | None = None) -> Plan | None:
+        if run_id is None:
+            run_id = self.latest_run_id()
+            if run_id is None:
+                return None
+        run = self.db.conn.execute("SELECT summary, status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if run is None or run[1] != "done":
+            return None
+        members_by_group: dict[int, list[Member]] = {}
+        sql = (
+            "SELECT group_id, path, action, score, reason, size, width, height, format FROM plan_members "
+            "WHERE run_id = ? ORDER BY group_id, position"
+        )
+        for gid, *fields in self.db.conn.execute(sql, (run_id,)):
+            members_by_group.setdefault(gid, []).append(Member(*fields))
+        groups = tuple(
+            Group(id=gid, tier=tier, keep=keep, members=tuple(members_by_group.get(gid, ())))
+            for gid, tier, keep in self.db.conn.execute(
+                "SELECT group_id, tier, keep_path FROM plan_groups WHERE run_id = ? ORDER BY group_id", (run_id,)
+            )
+        )
+        failures = tuple(
+            Failure(p, r)
+            for p, r in self.db.conn.execute(
+                "SELECT path, reason FROM run_failures WHERE run_id = ? ORDER BY path", (run_id,)
+            )
+        )
+        return Plan(run_id=run_id, groups=groups, failures=failures, summary=json.loads(run[0] or "{}"))
+
+
+_EMPTY_FACTS = dict.fromkeys(
+    (
+        "kind",
+        "content_hash",
+        "format",
+        "width",
+        "height",
+        "phash",
+        "dhash",
+        "quality",
+        "lossless",
+        "exif_tags",
+        "reason",
+    )
+)
+
+
+def _chunks(items: list, n: int) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]

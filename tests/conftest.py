@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from imagegen import synthetic_photo
+
+from ndup.config import ScanSettings
+from ndup.scan import run_scan
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """No test reads or writes the real user's cache or config."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("NDUP_DB", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    return home
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return tmp_path / "cache" / "ndup.db"
+
+
+def save(im: Image.Image, path: Path, fmt: str | None = None, **params) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format=fmt, **params)
+    return path
+
+
+def jpeg_bytes(im: Image.Image, quality: int = 90, **params) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality, **params)
+    return buf.getvalue()
+
+
+def scan(roots, db: Path, **kw):
+    roots = tuple(Path(r) for r in (roots if isinstance(roots, (list, tuple)) else [roots]))
+    kw.setdefault("workers", 1)
+    return run_scan(ScanSettings(roots=roots, db_path=db, **kw))
+
+
+def group_of(plan, path) -> object | None:
+    path = os.fspath(path)
+    for g in plan.groups:
+        if g.tier != "similar" and any(m.path == path for m in g.members):
+            return g
+    return None
+
+
+def photo(seed: int, width: int = 640, height: int = 480) -> Image.Image:
+    return synthetic_photo(seed, width, height)
