@@ -32,3 +32,7 @@ class ScanSettings:
     batch_size: int = 32
     neighbors: int = 10  # k of the k-nearest-neighbour candidate search
     weights: Path | None = None  # a user's retrained model (ndup train); None: the shipped one
+    # Ablations for the accuracy benchmark: full | aligned | multilayer | backbone | phash. Every variant
+    # but "full" replaces the decision unit by one threshold (on the cosine, or on the pHash distance).
+    variant: str = "full"
+    threshold: float | None = None

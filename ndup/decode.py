@@ -194,6 +194,19 @@ def analyze(path: str) -> Decoded | NotAnImage | Failure:
     return Decoded(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, facts=facts, pixels=pixels)
 
 
+def load_rgb_array(path: str, max_side: int) -> np.ndarray:
+    """An EXIF-oriented RGB image no larger than max_side, as a (H, W, 3) uint8 array (for training)."""
+    return np.asarray(load_oriented(path, max_side))
+
+
+def perceptual_hashes(rgb: np.ndarray) -> tuple[str, str]:
+    """pHash and dHash of an RGB uint8 array, exactly as a scan computes them for files."""
+    import imagehash
+
+    im = Image.fromarray(rgb)
+    return _hash_hex(imagehash.phash(im)), _hash_hex(imagehash.dhash(im))
+
+
 def load_oriented(path: str, max_side: int | None = None) -> Image.Image:
     """An image as a person sees it (EXIF-oriented RGB), for thumbnails and explanations."""
     im = Image.open(path)

@@ -17,9 +17,9 @@ from ndup.decode import DECODE_VERSION, analyze
 from ndup.errors import NdupError
 from ndup.group import build_groups
 from ndup.plan import make_plan, policy_key
-from ndup.records import Decoded, Failure, FileEntry, ImageRecord, Outcome, Plan
+from ndup.records import Decoded, Failure, FileEntry, ImageRecord, Outcome, PairVerdict, Plan
 from ndup.store import Store
-from ndup.verify import PairFeatures, ThresholdVerifier
+from ndup.verify import DecisionUnit, PairInputs, ThresholdVerifier
 from ndup.walk import walk
 from ndup.workers import default_workers, ordered_map
 
@@ -84,30 +84,44 @@ def _read_changed(entries: list[FileEntry], workers: int) -> Iterator[tuple[File
     yield from zip(entries, ordered_map(analyze, paths, workers, in_flight=8 * max(workers, 1)))
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_embedder(device: str, weights: Path | None):
+@functools.lru_cache(maxsize=4)
+def _cached_embedder(device: str, weights: Path | None, variant: str):
     from ndup.model.embed import Embedder
 
-    return Embedder(device)
+    return Embedder(device, weights, variant)
 
 
 def load_embedder(settings: ScanSettings):
     """The network, loaded once per process and only when some file needs embedding."""
-    return _cached_embedder(settings.device, settings.weights)
+    return _cached_embedder(settings.device, settings.weights, settings.variant)
 
 
 def embedder_model_id(settings: ScanSettings) -> str:
     from ndup.model.spec import model_id
 
-    return model_id(settings.weights)
+    return model_id(settings.weights, settings.variant)
+
+
+def _aux(out: dict, i: int) -> dict:
+    """What the model tells about one image besides its descriptor, JSON-ready for the cache."""
+    aux = {"phash": format(int(out["phash"][i]), "016x")}
+    if "orientation" in out:
+        aux["orientation"] = int(out["orientation"][i])
+    if "affine" in out:
+        aux["affine"] = [round(float(v), 5) for v in out["affine"][i]]
+    return aux
 
 
 def run_scan(
     settings: ScanSettings,
     progress: Progress | None = None,
     embedder_factory: Callable[[ScanSettings], object] = load_embedder,
+    on_matched: Callable[[list[ImageRecord], list[PairVerdict]], None] | None = None,
 ) -> Plan:
-    """Scan `settings.roots`, update the cache, and return (and store) a new plan."""
+    """Scan `settings.roots`, update the cache, and return (and store) a new plan.
+
+    `on_matched` (for `ndup eval`) receives the images and every verified candidate pair.
+    """
     progress = progress or Progress()
     started = time.monotonic()
     roots = _check_roots(settings.roots)
@@ -115,7 +129,7 @@ def run_scan(
     try:
         run_id = store.begin_run([str(r) for r in roots], _settings_record(settings))
         try:
-            plan = _scan(store, run_id, roots, settings, progress, embedder_factory, started)
+            plan = _scan(store, run_id, roots, settings, progress, embedder_factory, started, on_matched)
         except BaseException:
             store.finish_run(run_id, "interrupted")
             raise
@@ -129,7 +143,7 @@ def _settings_record(settings: ScanSettings) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items() if k != "roots"}
 
 
-def _scan(store, run_id, roots, settings, progress, embedder_factory, started) -> Plan:
+def _scan(store, run_id, roots, settings, progress, embedder_factory, started, on_matched) -> Plan:
     counts = Counts()
     walk_failures: list[Failure] = []
     entries: list[FileEntry] = []
@@ -143,8 +157,9 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started) -
     counts.files_seen = len(entries)
 
     model_id = embedder_model_id(settings)
+    needs_embedding = settings.variant != "phash"
     cached = store.cached_stats()
-    embedded = store.embedded_hashes(model_id)
+    embedded = store.embedded_hashes(model_id) if needs_embedding else _AllHashes()
     todo: list[FileEntry] = []
     for e in entries:
         c = cached.get(e.path)
@@ -158,15 +173,19 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started) -
         embedder = None
         progress.stage("Reading images", total=len(todo))
         for batch in _batches(_read_changed(todo, workers), settings.batch_size):
-            new = {}
-            fresh = [o for _, o in batch if isinstance(o, Decoded) and o.facts.content_hash not in embedded]
-            for o in fresh:
-                new.setdefault(o.facts.content_hash, o.pixels)
-            vectors: dict[str, np.ndarray] = {}
+            new: dict[str, Decoded] = {}
+            for _, o in batch:
+                if isinstance(o, Decoded) and o.facts.content_hash not in embedded:
+                    new.setdefault(o.facts.content_hash, o)
+            vectors: dict[str, tuple[np.ndarray, dict]] = {}
             if new:
                 embedder = embedder or embedder_factory(settings)
-                out = embedder.embed(np.stack(list(new.values())))
-                vectors = dict(zip(new.keys(), out))
+                decoded = list(new.values())
+                out = embedder.embed(
+                    np.stack([d.pixels for d in decoded]),
+                    np.array([d.facts.width / d.facts.height for d in decoded], dtype=np.float32),
+                )
+                vectors = {h: (out["vector"][i], _aux(out, i)) for i, h in enumerate(new)}
                 embedded.update(vectors)
             store.write_batch(batch, vectors, model_id, DECODE_VERSION)
             counts.decoded += sum(isinstance(o, Decoded) for _, o in batch)
@@ -180,7 +199,10 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started) -
     counts.images = len(images)
     counts.failures = len(failures)
     counts.not_images = counts.files_seen - counts.images - (len(failures) - len(walk_failures))
-    clusters = match(images, store.embeddings((im.facts.content_hash for im in images), model_id), settings)
+    embeddings = store.embeddings((im.facts.content_hash for im in images), model_id) if needs_embedding else {}
+    clusters, verdicts = match(images, embeddings, settings)
+    if on_matched is not None:
+        on_matched(images, verdicts)
     counts.elapsed_s = round(time.monotonic() - started, 3)
     summary = {k: v for k, v in asdict(counts).items() if k != "extra"}
     summary["model"] = model_id
@@ -188,19 +210,55 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started) -
     return make_plan(run_id, images, clusters, failures, summary)
 
 
-def match(images: list[ImageRecord], vectors_by_hash: dict[str, np.ndarray], settings: ScanSettings):
+class _AllHashes(set):
+    """Stands in for 'every file is embedded' when the variant needs no embeddings."""
+
+    def __contains__(self, item) -> bool:
+        return True
+
+
+def match(
+    images: list[ImageRecord], embeddings: dict[str, tuple[np.ndarray, dict]], settings: ScanSettings
+) -> tuple[list, list[PairVerdict]]:
     """Candidate pairs (kNN + hash buckets) -> verdicts -> clusters."""
     if len(images) < 2:
-        return []
-    vectors = np.stack([vectors_by_hash[im.facts.content_hash] for im in images]).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-    candidates = set(neighbors.knn_pairs(vectors, settings.neighbors, min_similarity=CANDIDATE_MIN_COSINE))
-    candidates |= neighbors.exact_pairs([im.facts.content_hash for im in images])
-    candidates |= neighbors.near_hash_pairs([int(im.facts.phash, 16) for im in images], PHASH_CANDIDATE_BITS)
+        return [], []
+    hashes = [im.facts.content_hash for im in images]
+    if embeddings:
+        vectors = np.stack([embeddings[h][0] for h in hashes]).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+        aligned = [embeddings[h][1].get("phash", "0") for h in hashes]
+    else:
+        vectors = np.zeros((len(images), 1), dtype=np.float32)
+        aligned = ["0"] * len(images)
+    candidates = neighbors.exact_pairs(hashes)
+    hash_bits = PHASH_CANDIDATE_BITS
+    if settings.variant == "phash":  # the hash is the only signal: look as far as any useful threshold
+        hash_bits = 16
+    candidates |= neighbors.near_hash_pairs([int(im.facts.phash, 16) for im in images], hash_bits)
+    if embeddings:
+        candidates |= set(neighbors.knn_pairs(vectors, settings.neighbors, min_similarity=CANDIDATE_MIN_COSINE))
     pairs = np.array(sorted(candidates), dtype=np.int64).reshape(-1, 2)
-    features = PairFeatures.compute(images, vectors, pairs)
-    verdicts = ThresholdVerifier().verdicts(features)
+    inputs = PairInputs.from_records(images, vectors, aligned)
+    verdicts = [v for v in verifier_for(settings).verdicts(inputs, pairs)]
     keys = [policy_key(im) for im in images]
-    return build_groups(
-        len(images), verdicts, rank=keys.__getitem__, content_hashes=[im.facts.content_hash for im in images]
-    )
+    clusters = build_groups(len(images), [v for v in verdicts if v.tier], rank=keys.__getitem__, content_hashes=hashes)
+    return clusters, verdicts
+
+
+def verifier_for(settings: ScanSettings):
+    if settings.variant == "full":
+        from ndup.model.spec import SHIPPED_WEIGHTS
+
+        return _decision_unit(settings.weights or SHIPPED_WEIGHTS)
+    if settings.variant == "phash":
+        return ThresholdVerifier("phash", settings.threshold if settings.threshold is not None else 10 / 64)
+    return ThresholdVerifier("cosine", settings.threshold if settings.threshold is not None else 0.9)
+
+
+@functools.lru_cache(maxsize=4)
+def _decision_unit(weights: Path) -> DecisionUnit:
+    try:
+        return DecisionUnit.load(weights)
+    except (OSError, KeyError, ValueError) as e:
+        raise NdupError(f"cannot read the decision unit from {weights}: {e}", hint="check --weights") from None

@@ -88,6 +88,12 @@ def m001_initial(db: Database) -> None:
     db["run_failures"].create({"run_id": int, "path": str, "reason": str}, pk=("run_id", "path"))
 
 
+@migrations()
+def m002_embedding_aux(db: Database) -> None:
+    # what the alignment stage did (orientation, affine window) and the aligned image's pHash
+    db["embeddings"].add_column("aux", str)
+
+
 @dataclass(frozen=True, slots=True)
 class CachedStat:
     """The part of a cached file row that decides whether the file must be read again."""
@@ -184,7 +190,7 @@ class Store:
     def write_batch(
         self,
         results: Iterable[tuple[FileEntry, Outcome]],
-        embeddings: dict[str, np.ndarray],
+        embeddings: dict[str, tuple[np.ndarray, dict]],
         model_id: str,
         decoder_version: int,
     ) -> None:
@@ -205,8 +211,8 @@ class Store:
                 row.update(kind="failed", reason=outcome.reason)
             rows.append(row)
         vectors = [
-            {"content_hash": h, "model_id": model_id, "vector": v.astype(np.float16).tobytes()}
-            for h, v in embeddings.items()
+            {"content_hash": h, "model_id": model_id, "vector": v.astype(np.float16).tobytes(), "aux": json.dumps(aux)}
+            for h, (v, aux) in embeddings.items()
         ]
         with self.db.atomic():
             if rows:
@@ -219,13 +225,14 @@ class Store:
         rows = self.db.conn.execute("SELECT content_hash FROM embeddings WHERE model_id = ?", (model_id,))
         return {r[0] for r in rows}
 
-    def embeddings(self, content_hashes: Iterable[str], model_id: str) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
+    def embeddings(self, content_hashes: Iterable[str], model_id: str) -> dict[str, tuple[np.ndarray, dict]]:
+        """{content hash: (descriptor, alignment facts)} for one model."""
+        out: dict[str, tuple[np.ndarray, dict]] = {}
         for chunk in _chunks(list(set(content_hashes)), 900):
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT content_hash, vector FROM embeddings WHERE model_id = ? AND content_hash IN ({marks})"
-            for h, blob in self.db.conn.execute(sql, [model_id, *chunk]):
-                out[h] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+            sql = f"SELECT content_hash, vector, aux FROM embeddings WHERE model_id = ? AND content_hash IN ({marks})"
+            for h, blob, aux in self.db.conn.execute(sql, [model_id, *chunk]):
+                out[h] = (np.frombuffer(blob, dtype=np.float16).astype(np.float32), json.loads(aux or "{}"))
         return out
 
     # ---- runs and plans ------------------------------------------------------------------------

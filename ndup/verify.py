@@ -1,71 +1,161 @@
-"""Candidate pairs -> verdicts: is this pair the same picture (copy), the same scene (similar), or neither?
+"""Candidate pairs -> verdicts: the same picture (copy), the same scene (similar), or neither.
 
-Pure numpy, so matching never needs torch once embeddings are cached.
+The decision unit is a small neural network over a vector of pair distances, trained by `ndup train`
+and stored in the weights file; it runs here in numpy, so matching never needs torch once the
+embeddings are cached. The threshold verifiers exist for the ablation benchmark.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ndup.model.spec import part_bounds
 from ndup.records import ImageRecord, PairVerdict
 
+FEATURES = (
+    "cosine",  # of the full descriptors
+    "cos_low",  # per part: texture/colour, mid-level, semantic
+    "cos_mid",
+    "cos_high",
+    "l1",
+    "l2",
+    "phash_aligned",  # Hamming distance / 64 of the pHashes of the aligned images
+    "phash",  # of the files as they are
+    "dhash",
+    "aspect",  # |log aspect ratio| difference, a quarter turn allowed
+    "pixels",  # |log| ratio of pixel counts
+)
+CLASSES = ("different", "similar", "copy")
 
-def _hash_bits(hexes: Sequence[str]) -> np.ndarray:
-    return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
+
+def _bits(values: Sequence[str | int]) -> np.ndarray:
+    return np.array([int(v, 16) if isinstance(v, str) else int(v) & (2**64 - 1) for v in values], dtype=np.uint64)
 
 
-def _popcount64(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64)
-    bytes_ = x.view(np.uint8).reshape(-1, 8)
-    return np.unpackbits(bytes_, axis=1).sum(axis=1).astype(np.int64)
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(a ^ b, dtype=np.uint64)
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).astype(np.float64)
 
 
 @dataclass(frozen=True)
-class PairFeatures:
-    """Per-pair evidence, one row per candidate pair."""
+class PairInputs:
+    """Per-image arrays the pair features are computed from (the same in training and in a scan)."""
 
-    pairs: np.ndarray  # (P, 2) indices
-    cosine: np.ndarray
-    phash: np.ndarray  # Hamming distances, 0-64
+    vectors: np.ndarray  # (N, D) unit descriptors
+    phash_aligned: np.ndarray  # (N,) uint64
+    phash: np.ndarray  # (N,) uint64
     dhash: np.ndarray
-    same_bytes: np.ndarray  # bool
+    width: np.ndarray  # (N,) as displayed
+    height: np.ndarray
+    content_hash: np.ndarray | None = None  # (N,) object: identical bytes are exact duplicates
 
     @classmethod
-    def compute(cls, images: Sequence[ImageRecord], vectors: np.ndarray, pairs: np.ndarray) -> PairFeatures:
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        a, b = pairs[:, 0], pairs[:, 1]
-        cosine = np.einsum("ij,ij->i", vectors[a], vectors[b]) if len(pairs) else np.zeros(0)
-        ph = _hash_bits([im.facts.phash for im in images])
-        dh = _hash_bits([im.facts.dhash for im in images])
-        hashes = np.array([im.facts.content_hash for im in images], dtype=object)
+    def from_records(cls, images: Sequence[ImageRecord], vectors: np.ndarray, aligned: Sequence[str | int]):
         return cls(
-            pairs=pairs,
-            cosine=np.clip(cosine, -1.0, 1.0),
-            phash=_popcount64(ph[a] ^ ph[b]),
-            dhash=_popcount64(dh[a] ^ dh[b]),
-            same_bytes=hashes[a] == hashes[b] if len(pairs) else np.zeros(0, dtype=bool),
+            vectors=vectors,
+            phash_aligned=_bits(aligned),
+            phash=_bits([im.facts.phash for im in images]),
+            dhash=_bits([im.facts.dhash for im in images]),
+            width=np.array([im.facts.width for im in images], dtype=np.float64),
+            height=np.array([im.facts.height for im in images], dtype=np.float64),
+            content_hash=np.array([im.facts.content_hash for im in images], dtype=object),
         )
+
+
+def pair_features(inp: PairInputs, pairs: np.ndarray) -> np.ndarray:
+    """(P, 2) index pairs -> (P, len(FEATURES)) evidence."""
+    a, b = pairs[:, 0], pairs[:, 1]
+    va, vb = inp.vectors[a].astype(np.float64), inp.vectors[b].astype(np.float64)
+    cols = [np.einsum("ij,ij->i", va, vb)]
+    if va.shape[1] == part_bounds()[-1][1]:
+        for lo, hi, w in part_bounds():
+            cols.append(np.einsum("ij,ij->i", va[:, lo:hi], vb[:, lo:hi]) / w)
+    else:  # a descriptor without parts (the backbone ablation): the whole cosine stands in
+        cols += [cols[0]] * 3
+    diff = va - vb
+    cols += [np.abs(diff).sum(1), np.sqrt((diff**2).sum(1))]
+    cols += [hamming(inp.phash_aligned[a], inp.phash_aligned[b]) / 64]
+    cols += [hamming(inp.phash[a], inp.phash[b]) / 64, hamming(inp.dhash[a], inp.dhash[b]) / 64]
+    la, lb = np.log(inp.width[a] / inp.height[a]), np.log(inp.width[b] / inp.height[b])
+    cols.append(np.minimum(np.abs(la - lb), np.abs(la + lb)))
+    cols.append(np.abs(np.log(inp.width[a] * inp.height[a]) - np.log(inp.width[b] * inp.height[b])))
+    return np.stack(cols, axis=1)
+
+
+class DecisionUnit:
+    """A 3-class MLP over standardised pair features, with a calibration temperature."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.mean = arrays["du_mean"]
+        self.std = arrays["du_std"]
+        self.layers = []
+        i = 0
+        while f"du_w{i}" in arrays:
+            self.layers.append((arrays[f"du_w{i}"], arrays[f"du_b{i}"]))
+            i += 1
+        self.temperature = float(arrays["du_temperature"])
+        self.copy_threshold = float(arrays["du_copy_threshold"])
+        self.similar_threshold = float(arrays["du_similar_threshold"])
+
+    @classmethod
+    def load(cls, weights: Path) -> DecisionUnit:
+        with np.load(weights) as z:
+            return cls({k: z[k] for k in z.files if k.startswith("du_")})
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(P, F) -> (P, 3) calibrated probabilities of different / similar / copy."""
+        h = (features - self.mean) / self.std
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w.T + b
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        h = h / self.temperature
+        h = h - h.max(axis=1, keepdims=True)
+        e = np.exp(h)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def verdicts(self, inp: PairInputs, pairs: np.ndarray) -> list[PairVerdict]:
+        if len(pairs) == 0:
+            return []
+        feats = pair_features(inp, pairs)
+        probs = self.probabilities(feats)
+        out = []
+        for (a, b), p, f in zip(pairs, probs, feats):
+            a, b = int(a), int(b)
+            if inp.content_hash is not None and inp.content_hash[a] == inp.content_hash[b]:
+                out.append(PairVerdict(a, b, "exact", 1.0, float(f[0])))
+            elif p[2] >= self.copy_threshold:
+                out.append(PairVerdict(a, b, "copy", float(p[2]), float(f[0])))
+            elif p[1] + p[2] >= self.similar_threshold:
+                out.append(PairVerdict(a, b, "similar", float(p[1] + p[2]), float(f[0])))
+            else:
+                out.append(PairVerdict(a, b, None, float(p[2]), float(f[0])))
+        return out
 
 
 @dataclass(frozen=True)
 class ThresholdVerifier:
-    """Hand-set thresholds on the plain backbone's cosine and the perceptual hashes."""
+    """One threshold on one feature, for the ablation benchmark: cosine (>=) or pHash distance (<=)."""
 
-    copy_cosine: float = 0.93
-    hash_copy_cosine: float = 0.80  # enough when the perceptual hashes also agree
-    hash_copy_phash: int = 8
-    similar_cosine: float = 0.86
+    feature: str = "cosine"
+    threshold: float = 0.9
 
-    def verdicts(self, f: PairFeatures) -> list[PairVerdict]:
+    def verdicts(self, inp: PairInputs, pairs: np.ndarray) -> list[PairVerdict]:
+        if len(pairs) == 0:
+            return []
+        feats = pair_features(inp, pairs)
+        col = feats[:, FEATURES.index(self.feature)]
+        copy = col <= self.threshold if self.feature.startswith(("phash", "dhash")) else col >= self.threshold
+        score = 1.0 - col if self.feature.startswith(("phash", "dhash")) else col
         out = []
-        for (a, b), cos, ph, same in zip(f.pairs, f.cosine, f.phash, f.same_bytes):
-            if same:
-                out.append(PairVerdict(int(a), int(b), "exact", 1.0, float(cos)))
-            elif cos >= self.copy_cosine or (ph <= self.hash_copy_phash and cos >= self.hash_copy_cosine):
-                out.append(PairVerdict(int(a), int(b), "copy", float(cos), float(cos)))
-            elif cos >= self.similar_cosine:
-                out.append(PairVerdict(int(a), int(b), "similar", float(cos), float(cos)))
+        for (a, b), is_copy, s, cos in zip(pairs, copy, score, feats[:, 0]):
+            a, b = int(a), int(b)
+            if inp.content_hash is not None and inp.content_hash[a] == inp.content_hash[b]:
+                out.append(PairVerdict(a, b, "exact", 1.0, float(cos)))
+            else:
+                out.append(PairVerdict(a, b, "copy" if is_copy else None, float(s), float(cos)))
         return out

@@ -1,39 +1,50 @@
-"""Batches of decoded pixels -> L2-normalised descriptors, on whatever device the run chose."""
+"""Batches of decoded pixels -> descriptors and alignment facts, on whatever device the run chose."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ndup.model.backbone import load_backbone
 from ndup.model.device import choose_device
-from ndup.model.spec import BASELINE_ID
+from ndup.model.network import NdupNet, Variant
+from ndup.model.spec import model_id
+from ndup.model.weights import load_network
 
-INPUT_SIDE = 224
+VARIANTS = {
+    "full": Variant(),
+    "aligned": Variant(),  # same network; only the verifier differs (thresholds, not the decision unit)
+    "multilayer": Variant(orientation=False, affine=False),
+    "backbone": Variant(orientation=False, affine=False, multilayer=False),
+}
 
 
 class Embedder:
-    """The plain backbone descriptor: the head's 1280 channels, average-pooled."""
-
-    model_id = BASELINE_ID
-
-    def __init__(self, device: str = "auto"):
+    def __init__(self, device: str = "auto", weights: Path | None = None, variant: str = "full"):
         self.device = choose_device(device)
-        self.backbone = load_backbone().to(self.device)
-        if self.device.type != "cpu":
-            self.backbone = self.backbone.to(memory_format=torch.channels_last)
-
-    def to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
-        """(N, S, S, 3) uint8 -> (N, 3, INPUT_SIDE, INPUT_SIDE) float on the device, in [0, 1]."""
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        if x.shape[-1] != INPUT_SIDE:
-            x = F.interpolate(x, size=(INPUT_SIDE, INPUT_SIDE), mode="bilinear", antialias=True, align_corners=False)
-        return x
+        self.variant = variant
+        self.model_id = model_id(weights, variant)
+        if variant == "backbone":  # nothing learned by ndup: no weights file needed
+            self.net = NdupNet(variant=VARIANTS[variant]).eval().to(self.device)
+        else:
+            self.net = load_network(weights, VARIANTS[variant]).to(self.device)
+        if self.device.type == "cpu":
+            # oneDNN is fastest with all cores on one batch; decoding runs in other processes meanwhile
+            torch.set_num_threads(max(1, torch.get_num_threads()))
 
     @torch.inference_mode()
-    def embed(self, pixels: np.ndarray) -> np.ndarray:
-        x = self.backbone.normalize(self.to_tensor(pixels))
-        head = self.backbone.forward_stages(x, (-1,))[0]
-        v = F.normalize(head.mean(dim=(2, 3)), dim=1)
-        return v.float().cpu().numpy()
+    def embed(self, pixels: np.ndarray, aspects: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """(N, S, S, 3) uint8 and (N,) width/height -> {"vector": (N, D) float32, "phash": (N,) uint64 ...}."""
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        aspect = None if aspects is None else torch.from_numpy(np.asarray(aspects, dtype=np.float32)).to(self.device)
+        out = self.net(x, aspect)
+        result = {
+            "vector": out["vector"].float().cpu().numpy(),
+            "phash": out["phash"].cpu().numpy().astype(np.int64).view(np.uint64),
+        }
+        if "orientation" in out:
+            result["orientation"] = out["orientation"].cpu().numpy()
+        if "affine" in out:
+            result["affine"] = out["affine"].float().cpu().numpy()
+        return result

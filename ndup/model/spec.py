@@ -1,12 +1,53 @@
-"""Which model a run uses, named without importing torch (a warm rescan never loads the network)."""
+"""What identifies a model and how its descriptor is laid out, without importing torch.
+
+A warm rescan never loads the network, and `verify` (numpy) reads the descriptor's parts from here.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
 from pathlib import Path
 
+# Backbone blocks whose outputs are pooled (ends of stages 3-6) and -1 for the 1280-channel head.
+TAPS = (4, 7, 10, 14, -1)
+TAP_CHANNELS = (40, 80, 112, 192, 1280)
+# Descriptor parts: (taps, projected width, weight of the part in the final cosine).
+PARTS = (((0, 1), 48, 0.25), ((2, 3), 80, 0.25), ((4,), 128, 0.5))
+DESCRIPTOR_DIM = sum(dim for _, dim, _ in PARTS)
+
+VARIANTS = ("full", "aligned", "multilayer", "backbone", "phash")
 BASELINE_ID = "lite0-gap-224@1"
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "ndup-v1.npz"
 
 
-def model_id(weights: Path | None = None) -> str:
-    """The id that keys cached embeddings: a different model or input size gives a different id."""
-    return BASELINE_ID
+def part_bounds() -> list[tuple[int, int, float]]:
+    """(start, end, weight) of each part in the descriptor."""
+    out, start = [], 0
+    for _, dim, weight in PARTS:
+        out.append((start, start + dim, weight))
+        start += dim
+    return out
+
+
+@lru_cache(maxsize=8)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def weights_digest(weights: Path) -> str:
+    st = weights.stat()
+    return _file_digest(str(weights), st.st_mtime_ns, st.st_size)
+
+
+def model_id(weights: Path | None = None, variant: str = "full") -> str:
+    """The id that keys cached embeddings: new weights or another variant means new embeddings."""
+    if variant == "backbone":
+        return BASELINE_ID
+    if variant == "phash":
+        return "phash"
+    return f"ndup-{variant}-{weights_digest(weights or SHIPPED_WEIGHTS)}"

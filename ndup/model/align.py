@@ -1,0 +1,162 @@
+"""The alignment stage: a spatial transformer that puts every image into a canonical frame.
+
+Two learned parts, one after the other:
+1. `OrientationCanonicalizer` picks one of the 8 right-angle rotations/mirrorings (the dihedral
+   group D4). An affine regressor cannot learn these (they are far apart and mirrors are not
+   rotations), so we score all 8 transformed versions of a thumbnail with one small network and keep
+   the best. Because the 8 candidates of a rotated or mirrored copy are the same 8 images in another
+   order, the choice is exactly invariant to those edits by construction; training only has to make
+   the scorer's choice stable under everything else (re-encoding, resizing, colour, crops).
+2. `AffineAligner`, a classic spatial transformer: a localisation network predicts a rotation,
+   scale and translation, a grid generator (affine_grid) and sampler (grid_sample) resample the
+   canonically oriented image into the backbone's input. It is trained to undo small rotations and
+   to frame the same content in a crop and in its original.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ORIENTATIONS = 8
+THUMB_SIDE = 64  # the canonicalizer's and localisation network's view of the image
+MAX_ANGLE = math.radians(25.0)
+MIN_SCALE = 0.6  # the window never covers less than 60% of the side
+# An image turned counter-clockwise by t (as Pillow and torchvision rotate) is undone by angle = -t.
+UNDO_SIGN = -1.0
+
+
+def dihedral(x: torch.Tensor, g: int) -> torch.Tensor:
+    """Element g of D4 applied to square images (N, C, S, S): mirror if g >= 4, then g % 4 quarter turns."""
+    if g >= 4:
+        x = x.flip(-1)
+    k = g % 4
+    return torch.rot90(x, k, dims=(-2, -1)) if k else x
+
+
+def dihedral_stack(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, S, S) -> (N, 8, C, S, S): all eight orientations."""
+    return torch.stack([dihedral(x, g) for g in range(ORIENTATIONS)], dim=1)
+
+
+def apply_per_sample(x: torch.Tensor, orientation: torch.Tensor) -> torch.Tensor:
+    """Orient each image of a batch by its own element of D4."""
+    out = torch.empty_like(x)
+    for g in range(ORIENTATIONS):
+        mask = orientation == g
+        if mask.any():
+            out[mask] = dihedral(x[mask], g)
+    return out
+
+
+def thumbnail(x: torch.Tensor, side: int = THUMB_SIDE) -> torch.Tensor:
+    return F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    # per-image contrast normalisation: exposure and colour edits should not move the choice
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) / (std + 0.05)
+
+
+class OrientationScorer(nn.Module):
+    """A small CNN that gives one thumbnail a score; position-aware, so rotations change it."""
+
+    def __init__(self, width: int = 24):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 5, stride=2, padding=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, 8, 1),
+        )
+        self.head = nn.Linear(8 * (THUMB_SIDE // 8) ** 2, 1)
+
+    def forward(self, thumbs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(_standardise(thumbs)).flatten(1)).squeeze(1)
+
+
+class OrientationCanonicalizer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scorer = OrientationScorer()
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) images in [0, 1] -> (N, 8) scores of their eight orientations."""
+        stack = dihedral_stack(thumbnail(x))
+        n = stack.shape[0]
+        return self.scorer(stack.flatten(0, 1)).view(n, ORIENTATIONS)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Canonically oriented images and the orientation chosen for each."""
+        choice = self.logits(x).argmax(dim=1)
+        return apply_per_sample(x, choice), choice
+
+
+def oriented_aspect(aspect: torch.Tensor, orientation: torch.Tensor) -> torch.Tensor:
+    """Width/height after a D4 element: odd quarter turns swap width and height."""
+    return torch.where(orientation % 2 == 1, 1.0 / aspect, aspect)
+
+
+class AffineAligner(nn.Module):
+    """Localisation network -> (angle, scale, tx, ty) -> affine grid -> bilinear sampler."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.loc = nn.Sequential(
+            nn.Conv2d(3, width, 5, stride=2, padding=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(4 * width, 4 * width, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.fc = nn.Sequential(nn.Linear(4 * width * 16 + 4 * width, 64), nn.ReLU(inplace=True), nn.Linear(64, 4))
+        # Start as the identity transform: angle 0, scale 1, centred.
+        nn.init.zeros_(self.fc[-1].weight)
+        with torch.no_grad():
+            self.fc[-1].bias.copy_(torch.tensor([0.0, 4.0, 0.0, 0.0]))
+
+    def params(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 4): angle in radians, scale in [MIN_SCALE, 1], centre x and y in [-1, 1] coordinates."""
+        f = self.loc(_standardise(thumbnail(x)))
+        pooled = torch.cat([F.adaptive_avg_pool2d(f, 4).flatten(1), f.amax(dim=(2, 3))], dim=1)
+        raw = self.fc(pooled)
+        angle = torch.tanh(raw[:, 0]) * MAX_ANGLE
+        scale = MIN_SCALE + (1 - MIN_SCALE) * torch.sigmoid(raw[:, 1])
+        room = 1 - scale  # keep the window inside the image
+        tx = torch.tanh(raw[:, 2]) * room
+        ty = torch.tanh(raw[:, 3]) * room
+        return torch.stack([angle, scale, tx, ty], dim=1)
+
+    @staticmethod
+    def theta(params: torch.Tensor, aspect: torch.Tensor | None = None) -> torch.Tensor:
+        """Sampling matrices (N, 2, 3). The input was squashed to a square, so a rotation of the real
+        picture (width/height = aspect) is D^-1 R D in the square's coordinates, with D = diag(aspect, 1)."""
+        angle, scale, tx, ty = params.unbind(1)
+        r = torch.ones_like(angle) if aspect is None else aspect.to(angle)
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        row1 = torch.stack([cos, -sin / r, tx], dim=1)
+        row2 = torch.stack([sin * r, cos, ty], dim=1)
+        return torch.stack([row1, row2], dim=1)
+
+    @staticmethod
+    def sample(x: torch.Tensor, params: torch.Tensor, side: int, aspect: torch.Tensor | None = None) -> torch.Tensor:
+        theta = AffineAligner.theta(params, aspect)
+        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], side, side], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def forward(
+        self, x: torch.Tensor, side: int, aspect: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        params = self.params(x)
+        return self.sample(x, params, side, aspect), params
