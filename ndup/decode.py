@@ -380,6 +380,8 @@ def _decode_image(data: bytes, content_hash: str, container: str, path: str) -> 
     with warnings.catch_warnings():
         # Images between Pillow's warning and error limits are decoded; above it DecompressionBombError.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # "Corrupt EXIF data" and the like: a damaged file is reported as a Failure, never as stderr noise.
+        warnings.simplefilter("ignore", UserWarning)
         pic = _open(data, container, path, MODEL_SIDE)
     rgb = pic.rgb
     meta = pic.exif.facts(pic.xmp)

@@ -15,6 +15,12 @@ from ndup.config import BURST_SECONDS, DEFAULT_PICK, DEFAULT_PREFER
 _FROM_CONFIG = "[default: from the config file, else "
 
 
+def _list_option(flag: str, metavar: str, what: str):
+    return typer.Option(
+        flag, metavar=metavar, help=f"{what}; repeatable (replaces the config file's list).", show_default=False
+    )
+
+
 class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -27,7 +33,11 @@ class Device(StrEnum):
 def scan(
     roots: Annotated[
         Optional[list[Path]],
-        typer.Argument(help="Folders (or files) to scan [default: roots in the config file].", show_default=False),
+        typer.Argument(
+            metavar="[FOLDER]...",
+            help="Folders (or files) to scan [default: roots in the config file].",
+            show_default=False,
+        ),
     ] = None,
     db: DbOption = None,
     hidden: Annotated[
@@ -38,22 +48,10 @@ def scan(
         typer.Option("--follow-links/--no-follow-links", help="Follow symbolic links (link loops are detected)."),
     ] = None,
     exclude: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--exclude",
-            metavar="GLOB",
-            help="Skip names or relative paths matching GLOB; repeatable (replaces the config file's list).",
-            show_default=False,
-        ),
+        Optional[list[str]], _list_option("--exclude", "GLOB", "Skip names or relative paths matching GLOB")
     ] = None,
     protect: Annotated[
-        Optional[list[Path]],
-        typer.Option(
-            "--protect",
-            metavar="DIR",
-            help="Never propose files under DIR for deletion; repeatable (replaces the config file's list).",
-            show_default=False,
-        ),
+        Optional[list[Path]], _list_option("--protect", "DIR", "Never propose files under DIR for deletion")
     ] = None,
     prefer: Annotated[
         Optional[str],
