@@ -37,12 +37,12 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from edits import EDITS, save_edit, similar_shot  # noqa: E402
+from edits import EDITS, save_edit, similar_shot
 
-from ndup.config import ScanSettings  # noqa: E402
-from ndup.evaluate import Metrics, evaluate, predicted_pairs  # noqa: E402
-from ndup.model.spec import SHIPPED_WEIGHTS  # noqa: E402
-from ndup.scan import run_scan  # noqa: E402
+from ndup.config import ScanSettings
+from ndup.evaluate import Metrics, evaluate, predicted_pairs
+from ndup.model.spec import SHIPPED_WEIGHTS
+from ndup.scan import run_scan
 
 VARIANTS = ("phash", "backbone", "multilayer", "aligned", "full")
 GEOMETRIC = ("crop75", "crop50", "rot90", "rot180", "rot270", "mirror", "mirror_rot90", "rot_small", "exif_rotated")
@@ -110,7 +110,9 @@ def ambiguous_pairs(bench: dict, out: Path) -> list[tuple[str, str]]:
     """
     plan_images: dict = {}
     run_scan(
-        ScanSettings(roots=(out,), db_path=out.parent / f"{out.name}-probe.db", workers=1, variant="backbone", threshold=0.9),
+        ScanSettings(
+            roots=(out,), db_path=out.parent / f"{out.name}-probe.db", workers=1, variant="backbone", threshold=0.9
+        ),
         on_matched=lambda images, verdicts: plan_images.update(images=images, verdicts=verdicts),
     )
     images = plan_images["images"]
@@ -121,10 +123,10 @@ def ambiguous_pairs(bench: dict, out: Path) -> list[tuple[str, str]]:
     pairs = []
     for v in plan_images["verdicts"]:
         a, b = os.path.basename(images[v.a].path), os.path.basename(images[v.b].path)
-        if bench["kinds"].get(a) == "original" and bench["kinds"].get(b) == "original" and v.similarity >= 0.9:
-            if tuple(sorted((a, b))) not in labelled:
-                ga, gb = bench["truth"][a], bench["truth"][b]
-                pairs += [(x, y) for x in by_photo[ga] for y in by_photo[gb]]
+        originals = bench["kinds"].get(a) == "original" and bench["kinds"].get(b) == "original"
+        if originals and v.similarity >= 0.9 and tuple(sorted((a, b))) not in labelled:
+            ga, gb = bench["truth"][a], bench["truth"][b]
+            pairs += [(x, y) for x in by_photo[ga] for y in by_photo[gb]]
     return pairs
 
 
@@ -150,7 +152,11 @@ def relabel(plan):
     from dataclasses import replace
 
     groups = tuple(
-        replace(g, keep=os.path.basename(g.keep), members=tuple(replace(m, path=os.path.basename(m.path)) for m in g.members))
+        replace(
+            g,
+            keep=os.path.basename(g.keep),
+            members=tuple(replace(m, path=os.path.basename(m.path)) for m in g.members),
+        )
         for g in plan.groups
     )
     return replace(plan, groups=groups)
@@ -202,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants.split(",")
     random.seed(args.seed)
 
-    print(f"weights {weights}: trained on {len(meta['trained_on'])} photos, {len(meta['held_out'])} held out", flush=True)
+    print(
+        f"weights {weights}: trained on {len(meta['trained_on'])} photos, {len(meta['held_out'])} held out", flush=True
+    )
     held_out, trained_on = meta["held_out"], meta["trained_on"]
     if args.limit:
         held_out, trained_on = held_out[: args.limit], trained_on[: args.limit]
@@ -218,15 +226,24 @@ def main(argv: list[str] | None = None) -> int:
         if variant != "full":
             # a threshold nothing passes: every candidate pair is scored, none grouped
             never = 2.0 if variant != "phash" else -1.0
-            _, train_scores, _ = run_variant(args.work / "train", args.work / f"train-{variant}.db", variant, never, args.weights)
+            _, train_scores, _ = run_variant(
+                args.work / "train", args.work / f"train-{variant}.db", variant, never, args.weights
+            )
             threshold = best_threshold(train_scores, train, variant)
-        plan, scores, seconds = run_variant(args.work / "test", args.work / f"test-{variant}.db", variant, threshold, args.weights)
+        plan, scores, seconds = run_variant(
+            args.work / "test", args.work / f"test-{variant}.db", variant, threshold, args.weights
+        )
         m = evaluate(plan, test["truth"], test["kinds"], scores, ignore=test["ignore"])
         sim = similar_called_copy(plan, test["similar"])
         label = variant if threshold is None else f"{variant} (t={threshold:.3f})"
         rows.append(fmt_row(label, m, sim, seconds))
         kind_rows[variant] = m.recall_by_kind
-        results[variant] = {"metrics": m.__dict__, "similar_called_copy": sim, "threshold": threshold, "seconds": seconds}
+        results[variant] = {
+            "metrics": m.__dict__,
+            "similar_called_copy": sim,
+            "threshold": threshold,
+            "seconds": seconds,
+        }
         print(rows[-1], flush=True)
 
     table = [
@@ -239,11 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     for k in kinds:
         cells = [f"{kind_rows[v].get(k, (float('nan'), 0))[0]:.2f}" for v in variants]
         per_kind.append(f"| {k} | " + " | ".join(cells) + " |")
-    report = "\n".join(table) + "\n\nRecall per edit kind (pairs of each copy with its original):\n\n" + "\n".join(per_kind) + "\n"
+    report = (
+        "\n".join(table)
+        + "\n\nRecall per edit kind (pairs of each copy with its original):\n\n"
+        + "\n".join(per_kind)
+        + "\n"
+    )
     print("\n" + report)
     (args.work / "results.json").write_text(json.dumps(results, indent=1, default=str))
     if args.markdown:
-        write_between_markers(args.markdown, "accuracy", report, f"python benchmarks/accuracy.py --markdown {args.markdown}")
+        write_between_markers(
+            args.markdown, "accuracy", report, f"python benchmarks/accuracy.py --markdown {args.markdown}"
+        )
     return 0
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from ndup import neighbors
+from ndup.captures import apply_captures
 from ndup.config import ScanSettings
 from ndup.decode import DECODE_VERSION, analyze
 from ndup.errors import NdupError
 from ndup.group import build_groups
-from ndup.plan import make_plan, policy_key
+from ndup.plan import make_plan
+from ndup.policy import keeper_policies
 from ndup.records import Decoded, Failure, FileEntry, ImageRecord, Outcome, PairVerdict, Plan
 from ndup.store import Store
 from ndup.verify import DecisionUnit, PairInputs, ThresholdVerifier
@@ -207,7 +209,8 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     summary = {k: v for k, v in asdict(counts).items() if k != "extra"}
     summary["model"] = model_id
     progress.done()
-    return make_plan(run_id, images, clusters, failures, summary)
+    policy, pick = keeper_policies(settings.prefer, settings.pick)
+    return make_plan(run_id, images, clusters, failures, summary, policy, pick, settings.protect)
 
 
 class _AllHashes(set):
@@ -240,9 +243,19 @@ def match(
         candidates |= set(neighbors.knn_pairs(vectors, settings.neighbors, min_similarity=CANDIDATE_MIN_COSINE))
     pairs = np.array(sorted(candidates), dtype=np.int64).reshape(-1, 2)
     inputs = PairInputs.from_records(images, vectors, aligned)
-    verdicts = [v for v in verifier_for(settings).verdicts(inputs, pairs)]
-    keys = [policy_key(im) for im in images]
-    clusters = build_groups(len(images), [v for v in verdicts if v.tier], rank=keys.__getitem__, content_hashes=hashes)
+    verdicts = verifier_for(settings).verdicts(inputs, pairs)
+    # bursts (same camera, seconds apart) become similar pairs; RAW+JPEG pairs of one capture never match
+    verdicts = apply_captures(
+        images, vectors, verdicts, burst_seconds=settings.burst_seconds, burst_similarity=settings.burst_similarity
+    )
+    policy, pick = keeper_policies(settings.prefer, settings.pick)
+    clusters = build_groups(
+        len(images),
+        [v for v in verdicts if v.tier],
+        rank=policy.rank(images),
+        content_hashes=hashes,
+        similar_rank=pick.rank(images),
+    )
     return clusters, verdicts
 
 

@@ -6,6 +6,7 @@ everything finished before the interruption and the next scan carries on from th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -89,8 +90,32 @@ def m001_initial(db: Database) -> None:
 
 
 @migrations()
-def m002_embedding_aux(db: Database) -> None:
-    # what the alignment stage did (orientation, affine window) and the aligned image's pHash
+def m002_capture_metadata(db: Database) -> None:
+    """Issue 5: RAW flavour, capture metadata and the burst pick's sharpness/exposure measures."""
+    table = db["files"]
+    for name, kind in _M002_COLUMNS.items():
+        table.add_column(name, kind)
+
+
+_M002_COLUMNS = {
+    "subtype": str,
+    "capture_time": str,
+    "camera_make": str,
+    "camera_model": str,
+    "lens": str,
+    "has_gps": int,
+    "rating": int,
+    "sharpness": float,
+    "clipped": float,
+}
+# ImageFacts fields are files columns of the same name; these two are stored as 0/1.
+_FACT_COLUMNS = tuple(f.name for f in dataclasses.fields(ImageFacts))
+_BOOL_FACTS = ("lossless", "has_gps")
+
+
+@migrations()
+def m003_embedding_aux(db: Database) -> None:
+    """Issue 3: what the alignment stage did (orientation, affine window) and the aligned image's pHash."""
     db["embeddings"].add_column("aux", str)
 
 
@@ -106,18 +131,18 @@ class CachedStat:
 
 
 def _facts_from_row(row: sqlite3.Row | tuple) -> ImageFacts:
-    content_hash, fmt, width, height, phash, dhash, quality, lossless, exif_tags = row
-    return ImageFacts(
-        content_hash=content_hash,
-        format=fmt,
-        width=width,
-        height=height,
-        phash=phash,
-        dhash=dhash,
-        quality=quality,
-        lossless=bool(lossless),
-        exif_tags=exif_tags or 0,
-    )
+    values = dict(zip(_FACT_COLUMNS, row))
+    for name in _BOOL_FACTS:
+        values[name] = bool(values[name])
+    values["exif_tags"] = values["exif_tags"] or 0
+    return ImageFacts(**values)
+
+
+def _facts_to_row(facts: ImageFacts) -> dict:
+    row = {name: getattr(facts, name) for name in _FACT_COLUMNS}
+    for name in _BOOL_FACTS:
+        row[name] = int(row[name])
+    return row
 
 
 class Store:
@@ -169,7 +194,7 @@ class Store:
         """Cached facts for the given paths that are images, in the order given."""
         wanted = list(paths)
         found: dict[str, ImageRecord] = {}
-        cols = "path, size, mtime_ns, content_hash, format, width, height, phash, dhash, quality, lossless, exif_tags"
+        cols = ", ".join(("path", "size", "mtime_ns", *_FACT_COLUMNS))
         for chunk in _chunks(wanted, 900):
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT {cols} FROM files WHERE kind = 'image' AND path IN ({marks})"
@@ -201,10 +226,7 @@ class Store:
             row = dict(path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, dev=entry.dev, inode=entry.inode,
                        decoder_version=decoder_version, scanned_at=now, **_EMPTY_FACTS)  # fmt: skip
             if isinstance(outcome, Decoded):
-                f = outcome.facts
-                row.update(size=outcome.size, mtime_ns=outcome.mtime_ns, kind="image", content_hash=f.content_hash,
-                           format=f.format, width=f.width, height=f.height, phash=f.phash, dhash=f.dhash,
-                           quality=f.quality, lossless=int(f.lossless), exif_tags=f.exif_tags)  # fmt: skip
+                row.update(size=outcome.size, mtime_ns=outcome.mtime_ns, kind="image", **_facts_to_row(outcome.facts))
             elif isinstance(outcome, NotAnImage):
                 row.update(size=outcome.size, mtime_ns=outcome.mtime_ns, kind="other")
             else:
@@ -305,21 +327,7 @@ class Store:
         return Plan(run_id=run_id, groups=groups, failures=failures, summary=json.loads(run[0] or "{}"))
 
 
-_EMPTY_FACTS = dict.fromkeys(
-    (
-        "kind",
-        "content_hash",
-        "format",
-        "width",
-        "height",
-        "phash",
-        "dhash",
-        "quality",
-        "lossless",
-        "exif_tags",
-        "reason",
-    )
-)
+_EMPTY_FACTS = dict.fromkeys(("kind", "reason", *_FACT_COLUMNS))
 
 
 def _chunks(items: list, n: int) -> Iterator[list]:
