@@ -91,6 +91,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("run.device", "auto", str, f"where the network runs: {', '.join(DEVICES)}", env="NDUP_DEVICE"),
     Setting("run.workers", 0, int, "decoding processes; 0 = one per CPU core", env="NDUP_WORKERS"),
     Setting("run.batch_size", 32, int, "images per network batch"),
+    Setting(
+        "run.weights",
+        "",
+        str,
+        "a model trained with `ndup train` [default: the shipped one]",
+        env="NDUP_WEIGHTS",
+        paths=True,
+    ),
     Setting("cache.db", "", str, "the SQLite cache [default: $XDG_CACHE_HOME/ndup/ndup.db]", env=DB_ENV, paths=True),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
@@ -247,4 +255,5 @@ def scan_settings(roots: list[Path] | None, flags: dict[str, tuple[object, str]]
         protect=tuple(eff["scan.protect"]),
         burst_seconds=eff["thresholds.burst_seconds"],
         burst_similarity=eff["thresholds.burst_similarity"],
+        weights=Path(eff["run.weights"]) if eff["run.weights"] else None,
     )

@@ -472,3 +472,29 @@ def load_oriented(path: str, max_side: int | None = None) -> Image.Image:
     if max_side:
         rgb.thumbnail((max_side, max_side))
     return rgb
+
+
+def save_contact_sheet(
+    rows: list[list[np.ndarray]], path, captions: list[list[str]] | None = None, height: int = 224
+) -> None:
+    """Images (RGB uint8 arrays) in rows, scaled to one height, captioned, written as a PNG."""
+    from PIL import ImageDraw
+
+    scaled = [
+        [Image.fromarray(a).resize((max(1, round(a.shape[1] * height / a.shape[0])), height)) for a in row]
+        for row in rows
+    ]
+    gap, label = 8, 16
+    width = max(sum(im.width for im in row) + gap * (len(row) + 1) for row in scaled)
+    sheet = Image.new("RGB", (width, len(scaled) * (height + label + gap) + gap), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    y = gap
+    for r, row in enumerate(scaled):
+        x = gap
+        for c, im in enumerate(row):
+            sheet.paste(im, (x, y + label))
+            if captions:
+                draw.text((x, y), captions[r][c], fill=(0, 0, 0))
+            x += im.width + gap
+        y += height + label + gap
+    sheet.save(path, "PNG")

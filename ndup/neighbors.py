@@ -29,25 +29,39 @@ def build_index(vectors: np.ndarray, *, threads: int = 1, seed: int = 0) -> hnsw
     return index
 
 
-def knn_pairs(vectors: np.ndarray, k: int, *, min_similarity: float, threads: int = 1) -> dict[tuple[int, int], float]:
-    """{(i, j): cosine} with i < j for each image's k nearest neighbours above `min_similarity`."""
+def knn_pairs(
+    vectors: np.ndarray,
+    k: int,
+    *,
+    min_similarity: float,
+    owners: np.ndarray | None = None,
+    threads: int = 1,
+) -> dict[tuple[int, int], float]:
+    """{(i, j): cosine} with i < j for each row's k nearest neighbours above `min_similarity`.
+
+    `owners[row]` is the image a row belongs to (an image may have several descriptors, one per
+    alignment hypothesis); pairs are between owners, with their best cosine.
+    """
     n = len(vectors)
     if n < 2:
         return {}
+    owner = np.arange(n) if owners is None else np.asarray(owners)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index = build_index(vectors, threads=threads)
-    k = min(k + 1, n)  # +1: each point finds itself
+    k = min(k + 2, n)  # +2: each row finds itself, and perhaps its image's other hypothesis
     index.set_ef(max(2 * k, 64))
     labels, distances = index.knn_query(vectors, k=k, num_threads=threads)
     pairs: dict[tuple[int, int], float] = {}
-    for i in range(n):
-        for j, dist in zip(labels[i], distances[i]):
-            j = int(j)
+    for row in range(n):
+        i = int(owner[row])
+        for found, dist in zip(labels[row], distances[row]):
+            j = int(owner[int(found)])
             sim = 1.0 - float(dist)
             if j == i or sim < min_similarity:
                 continue
             key = (i, j) if i < j else (j, i)
-            pairs[key] = sim
+            if sim > pairs.get(key, -2.0):
+                pairs[key] = sim
     return pairs
 
 

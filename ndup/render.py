@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -160,3 +161,60 @@ def print_settings(rows: list[tuple[str, object, str, str]], file, found: bool, 
 def error(message: str) -> None:
     # soft_wrap: an error is one line however long, so scripts and grep see it whole
     stderr_console().print(Text(message), style="red" if sys.stderr.isatty() else None, soft_wrap=True)
+
+
+def print_metrics(m, console: Console) -> None:
+    """ndup eval's report: pairwise scores, then recall per kind of edit."""
+    table = Table(title="Pairwise accuracy", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("precision", "recall", "F1", "PR AUC", "true pairs", "found pairs", "correct"):
+        table.add_column(col, justify="right")
+    ap = "n/a" if m.average_precision is None else f"{m.average_precision:.4f}"
+    table.add_row(
+        f"{m.precision:.4f}", f"{m.recall:.4f}", f"{m.f1:.4f}", ap,
+        str(m.true_pairs), str(m.predicted_pairs), str(m.correct_pairs),
+    )  # fmt: skip
+    console.print(table)
+    if m.recall_by_kind:
+        kinds = Table(title="Recall per kind of edit", title_justify="left", box=box.SIMPLE_HEAD)
+        kinds.add_column("kind")
+        kinds.add_column("recall", justify="right")
+        kinds.add_column("pairs", justify="right")
+        for kind, (recall, n) in m.recall_by_kind.items():
+            kinds.add_row(kind, f"{recall:.3f}", str(n))
+        console.print(kinds)
+
+
+def print_explanation(report: dict, console: Console) -> None:
+    """ndup explain's report."""
+    a, b = report["files"]
+    console.print(Text(f"A: {a}  ({report['sizes'][0]})"))
+    console.print(Text(f"B: {b}  ({report['sizes'][1]})"))
+    table = Table(box=box.SIMPLE_HEAD, show_header=True)
+    table.add_column("evidence")
+    table.add_column("value", justify="right")
+    table.add_row("same bytes", "yes" if report["same_bytes"] else "no")
+    table.add_row("cosine before alignment", f"{report['cosine_before_alignment']:.4f}")
+    table.add_row("cosine after alignment", f"{report['cosine_after_alignment']:.4f}")
+    for name, value in report["features"].items():
+        if name == "cosine":
+            continue
+        shown = f"{round(value * 64)} bits" if "hash" in name else f"{value:.4f}"
+        table.add_row(name.replace("_", " "), shown)
+    for who, al in zip("AB", report["alignment"]):
+        angle, scale, tx, ty = al["affine"]
+        table.add_row(
+            f"alignment of {who}",
+            f"orientation {al['orientation']}, rotate {math.degrees(angle):+.1f} deg, scale {scale:.2f}, shift ({tx:+.2f}, {ty:+.2f})",
+        )
+    for cls, p in report["probabilities"].items():
+        table.add_row(f"P({cls})", f"{p:.4f}")
+    console.print(table)
+    tier = report["tier"]
+    console.print(
+        Text(
+            f"verdict: {tier}" + ("" if tier != "copy" else f" (P(copy) >= {report['copy_threshold']:.2f})"),
+            style=TIER_STYLE.get(tier, ""),
+        )
+    )
+    if report.get("saved"):
+        console.print(Text(f"wrote {report['saved']}"))

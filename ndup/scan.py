@@ -104,14 +104,27 @@ def embedder_model_id(settings: ScanSettings) -> str:
     return model_id(settings.weights, settings.variant)
 
 
-def _aux(out: dict, i: int) -> dict:
-    """What the model tells about one image besides its descriptor, JSON-ready for the cache."""
+def _cache_entry(out: dict, i: int) -> tuple[np.ndarray, dict]:
+    """One image's model output as the cache keeps it: the descriptor (followed by the second
+    orientation hypothesis's, when there is one) and the facts about the alignment, JSON-ready."""
     aux = {"phash": format(int(out["phash"][i]), "016x")}
     if "orientation" in out:
         aux["orientation"] = int(out["orientation"][i])
     if "affine" in out:
         aux["affine"] = [round(float(v), 5) for v in out["affine"][i]]
-    return aux
+    vector = out["vector"][i]
+    if "alt_vector" in out and not np.isnan(out["alt_vector"][i]).any():
+        aux["alt_phash"] = format(int(out["alt_phash"][i]), "016x")
+        aux["alt_orientation"] = int(out["alt_orientation"][i])
+        vector = np.concatenate([vector, out["alt_vector"][i]])
+    return vector, aux
+
+
+def _split_cached(vector: np.ndarray, aux: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    if "alt_phash" in aux:
+        half = len(vector) // 2
+        return vector[:half], vector[half:]
+    return vector, None
 
 
 def run_scan(
@@ -187,7 +200,7 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
                     np.stack([d.pixels for d in decoded]),
                     np.array([d.facts.width / d.facts.height for d in decoded], dtype=np.float32),
                 )
-                vectors = {h: (out["vector"][i], _aux(out, i)) for i, h in enumerate(new)}
+                vectors = {h: _cache_entry(out, i) for i, h in enumerate(new)}
                 embedded.update(vectors)
             store.write_batch(batch, vectors, model_id, DECODE_VERSION)
             counts.decoded += sum(isinstance(o, Decoded) for _, o in batch)
@@ -213,6 +226,11 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     return make_plan(run_id, images, clusters, failures, summary, policy, pick, settings.protect)
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.float32)
+    return v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-12)
+
+
 class _AllHashes(set):
     """Stands in for 'every file is embedded' when the variant needs no embeddings."""
 
@@ -227,10 +245,17 @@ def match(
     if len(images) < 2:
         return [], []
     hashes = [im.facts.content_hash for im in images]
+    alt_vectors = alt_phash = None
     if embeddings:
-        vectors = np.stack([embeddings[h][0] for h in hashes]).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+        split = [_split_cached(*embeddings[h]) for h in hashes]
+        vectors = _unit(np.stack([v for v, _ in split]))
         aligned = [embeddings[h][1].get("phash", "0") for h in hashes]
+        if any(alt is not None for _, alt in split):
+            alt_vectors = np.full_like(vectors, np.nan)
+            for i, (_, alt) in enumerate(split):
+                if alt is not None:
+                    alt_vectors[i] = _unit(alt[None])[0]
+            alt_phash = [embeddings[h][1].get("alt_phash", "0") for h in hashes]
     else:
         vectors = np.zeros((len(images), 1), dtype=np.float32)
         aligned = ["0"] * len(images)
@@ -240,9 +265,15 @@ def match(
         hash_bits = 16
     candidates |= neighbors.near_hash_pairs([int(im.facts.phash, 16) for im in images], hash_bits)
     if embeddings:
-        candidates |= set(neighbors.knn_pairs(vectors, settings.neighbors, min_similarity=CANDIDATE_MIN_COSINE))
+        rows, owners = vectors, np.arange(len(images))
+        if alt_vectors is not None:  # every hypothesis is searched; hits count for the image that owns it
+            has_alt = ~np.isnan(alt_vectors[:, 0])
+            rows = np.concatenate([vectors, alt_vectors[has_alt]])
+            owners = np.concatenate([owners, np.flatnonzero(has_alt)])
+        found = neighbors.knn_pairs(rows, settings.neighbors, min_similarity=CANDIDATE_MIN_COSINE, owners=owners)
+        candidates |= set(found)
     pairs = np.array(sorted(candidates), dtype=np.int64).reshape(-1, 2)
-    inputs = PairInputs.from_records(images, vectors, aligned)
+    inputs = PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash)
     verdicts = verifier_for(settings).verdicts(inputs, pairs)
     # bursts (same camera, seconds apart) become similar pairs; RAW+JPEG pairs of one capture never match
     verdicts = apply_captures(

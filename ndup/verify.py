@@ -52,9 +52,19 @@ class PairInputs:
     width: np.ndarray  # (N,) as displayed
     height: np.ndarray
     content_hash: np.ndarray | None = None  # (N,) object: identical bytes are exact duplicates
+    # The second orientation hypothesis of ambiguous images: NaN rows (and 0 hashes) where there is none.
+    alt_vectors: np.ndarray | None = None
+    alt_phash_aligned: np.ndarray | None = None
 
     @classmethod
-    def from_records(cls, images: Sequence[ImageRecord], vectors: np.ndarray, aligned: Sequence[str | int]):
+    def from_records(
+        cls,
+        images: Sequence[ImageRecord],
+        vectors: np.ndarray,
+        aligned: Sequence[str | int],
+        alt_vectors: np.ndarray | None = None,
+        alt_aligned: Sequence[str | int] | None = None,
+    ):
         return cls(
             vectors=vectors,
             phash_aligned=_bits(aligned),
@@ -63,13 +73,34 @@ class PairInputs:
             width=np.array([im.facts.width for im in images], dtype=np.float64),
             height=np.array([im.facts.height for im in images], dtype=np.float64),
             content_hash=np.array([im.facts.content_hash for im in images], dtype=object),
+            alt_vectors=alt_vectors,
+            alt_phash_aligned=None if alt_aligned is None else _bits(alt_aligned),
         )
+
+    def hypotheses(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For each pair, the descriptors and aligned hashes of the hypotheses that agree best."""
+        a, b = pairs[:, 0], pairs[:, 1]
+        va, vb = self.vectors[a].astype(np.float64), self.vectors[b].astype(np.float64)
+        ha, hb = self.phash_aligned[a], self.phash_aligned[b]
+        if self.alt_vectors is None:
+            return va, vb, ha, hb
+        best = np.einsum("ij,ij->i", va, vb)
+        alt_a, alt_b = self.alt_vectors[a].astype(np.float64), self.alt_vectors[b].astype(np.float64)
+        alt_ha, alt_hb = self.alt_phash_aligned[a], self.alt_phash_aligned[b]
+        out_a, out_b, out_ha, out_hb = va.copy(), vb.copy(), ha.copy(), hb.copy()
+        for xa, xb, xha, xhb in ((alt_a, vb, alt_ha, hb), (va, alt_b, ha, alt_hb), (alt_a, alt_b, alt_ha, alt_hb)):
+            cos = np.nan_to_num(np.einsum("ij,ij->i", xa, xb), nan=-2.0)
+            better = cos > best
+            best = np.where(better, cos, best)
+            out_a[better], out_b[better] = xa[better], xb[better]
+            out_ha[better], out_hb[better] = xha[better], xhb[better]
+        return out_a, out_b, out_ha, out_hb
 
 
 def pair_features(inp: PairInputs, pairs: np.ndarray) -> np.ndarray:
-    """(P, 2) index pairs -> (P, len(FEATURES)) evidence."""
+    """(P, 2) index pairs -> (P, len(FEATURES)) evidence, from the best-agreeing orientation hypotheses."""
     a, b = pairs[:, 0], pairs[:, 1]
-    va, vb = inp.vectors[a].astype(np.float64), inp.vectors[b].astype(np.float64)
+    va, vb, pha, phb = inp.hypotheses(pairs)
     cols = [np.einsum("ij,ij->i", va, vb)]
     if va.shape[1] == part_bounds()[-1][1]:
         for lo, hi, w in part_bounds():
@@ -78,7 +109,7 @@ def pair_features(inp: PairInputs, pairs: np.ndarray) -> np.ndarray:
         cols += [cols[0]] * 3
     diff = va - vb
     cols += [np.abs(diff).sum(1), np.sqrt((diff**2).sum(1))]
-    cols += [hamming(inp.phash_aligned[a], inp.phash_aligned[b]) / 64]
+    cols += [hamming(pha, phb) / 64]
     cols += [hamming(inp.phash[a], inp.phash[b]) / 64, hamming(inp.dhash[a], inp.dhash[b]) / 64]
     la, lb = np.log(inp.width[a] / inp.height[a]), np.log(inp.width[b] / inp.height[b])
     cols.append(np.minimum(np.abs(la - lb), np.abs(la + lb)))

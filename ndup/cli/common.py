@@ -7,16 +7,42 @@ import json
 import os
 import sys
 import traceback
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from ndup import __version__
 from ndup.config import DB_ENV, cache_dir
 from ndup.errors import ExitCode, NdupError
 
+# The order `ndup --help` lists commands in: the daily path first, then the tools.
+COMMAND_ORDER = (
+    "scan",
+    "groups",
+    "plan",
+    "review",
+    "apply",
+    "undo",
+    "config",
+    "train",
+    "eval",
+    "explain",
+    "doctor",
+    "cache",
+)
+
+
+class OrderedGroup(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: (COMMAND_ORDER.index(n) if n in COMMAND_ORDER else len(COMMAND_ORDER), n))
+
+
 app = typer.Typer(
+    cls=OrderedGroup,
     name="ndup",
     help="Find duplicate and near-duplicate photos, review them, and clean up safely.",
     no_args_is_help=True,
@@ -35,6 +61,27 @@ DbOption = Annotated[
         help="SQLite cache to use [default: $XDG_CACHE_HOME/ndup/ndup.db, i.e. ~/.cache/ndup/ndup.db].",
         show_default=False,
         show_envvar=True,
+    ),
+]
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+DeviceOption = Annotated[
+    Optional[Device], typer.Option("--device", help="Where the network runs; auto: CUDA, then MPS, then CPU.")
+]
+WeightsOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--weights",
+        metavar="PATH",
+        help="A model trained with `ndup train` [default: the config file's, else the shipped one].",
+        show_default=False,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Write only JSON to stdout (see README for its shape).")]

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ndup.cli.common import DbOption, ExitCodeOption, JsonOption, QuietOption, app, db_path, handle_errors
+from ndup.cli.common import (
+    DbOption,
+    Device,
+    ExitCodeOption,
+    JsonOption,
+    QuietOption,
+    WeightsOption,
+    app,
+    db_path,
+    handle_errors,
+)
 from ndup.cli.plan_cmd import finish_with_plan
 from ndup.config import BURST_SECONDS, DEFAULT_PICK, DEFAULT_PREFER
 
@@ -19,13 +28,6 @@ def _list_option(flag: str, metavar: str, what: str):
     return typer.Option(
         flag, metavar=metavar, help=f"{what}; repeatable (replaces the config file's list).", show_default=False
     )
-
-
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
 
 
 @app.command()
@@ -95,6 +97,7 @@ def scan(
         Optional[int],
         typer.Option("--neighbors", "-k", min=1, help=f"Nearest neighbours checked per image {_FROM_CONFIG}10]."),
     ] = None,
+    weights: WeightsOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     exit_code: ExitCodeOption = False,
@@ -121,6 +124,7 @@ def scan(
         "run.workers": ("--workers", workers),
         "run.batch_size": ("--batch-size", batch_size),
         "thresholds.neighbors": ("--neighbors", neighbors),
+        "run.weights": ("--weights", str(weights) if weights else None),
     }
     flags = {key: (value, f"flag {flag}") for key, (flag, value) in given.items() if value is not None}
     settings = scan_settings(roots, flags)

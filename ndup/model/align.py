@@ -57,10 +57,15 @@ def thumbnail(x: torch.Tensor, side: int = THUMB_SIDE) -> torch.Tensor:
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:
-    # per-image contrast normalisation: exposure and colour edits should not move the choice
+    # per-image contrast normalisation: exposure edits should not move the choice
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     std = x.std(dim=(1, 2, 3), keepdim=True)
     return (x - mean) / (std + 0.05)
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H, W): colour edits (greyscale, saturation, hue) leave it nearly unchanged."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 class OrientationScorer(nn.Module):
@@ -69,7 +74,7 @@ class OrientationScorer(nn.Module):
     def __init__(self, width: int = 24):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, width, 5, stride=2, padding=2),
+            nn.Conv2d(1, width, 5, stride=2, padding=2),
             nn.ReLU(inplace=True),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
             nn.ReLU(inplace=True),
@@ -80,19 +85,35 @@ class OrientationScorer(nn.Module):
         self.head = nn.Linear(8 * (THUMB_SIDE // 8) ** 2, 1)
 
     def forward(self, thumbs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(_standardise(thumbs)).flatten(1)).squeeze(1)
+        return self.head(self.features(_standardise(luminance(thumbs))).flatten(1)).squeeze(1)
 
 
 class OrientationCanonicalizer(nn.Module):
+    """Scores the 8 orientations; the best is the canonical one.
+
+    When the best two are closer than `second_margin` (set in training from held-out photos), the
+    choice could flip under a mild edit, so the runner-up is returned as a second hypothesis and the
+    image gets a second descriptor. Matching compares every hypothesis of one image with every
+    hypothesis of the other, so agreeing on either suffices.
+    """
+
     def __init__(self):
         super().__init__()
         self.scorer = OrientationScorer()
+        self.register_buffer("second_margin", torch.tensor(0.0))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) images in [0, 1] -> (N, 8) scores of their eight orientations."""
         stack = dihedral_stack(thumbnail(x))
         n = stack.shape[0]
         return self.scorer(stack.flatten(0, 1)).view(n, ORIENTATIONS)
+
+    def choose(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(best orientation, runner-up, whether the runner-up is a live second hypothesis) per image."""
+        logp = self.logits(x).log_softmax(dim=1)
+        top = logp.topk(2, dim=1)
+        ambiguous = (top.values[:, 0] - top.values[:, 1]) < self.second_margin
+        return top.indices[:, 0], top.indices[:, 1], ambiguous
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Canonically oriented images and the orientation chosen for each."""

@@ -35,7 +35,9 @@ class Embedder:
 
     @torch.inference_mode()
     def embed(self, pixels: np.ndarray, aspects: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """(N, S, S, 3) uint8 and (N,) width/height -> {"vector": (N, D) float32, "phash": (N,) uint64 ...}."""
+        """(N, S, S, 3) uint8 and (N,) width/height -> {"vector": (N, D) float32, "phash": (N,) uint64, ...}.
+
+        `alt_vector` rows (NaN where absent) are the second orientation hypothesis of ambiguous images."""
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         aspect = None if aspects is None else torch.from_numpy(np.asarray(aspects, dtype=np.float32)).to(self.device)
         out = self.net(x, aspect)
@@ -47,4 +49,22 @@ class Embedder:
             result["orientation"] = out["orientation"].cpu().numpy()
         if "affine" in out:
             result["affine"] = out["affine"].float().cpu().numpy()
+        # second orientation hypotheses: NaN rows where an image has none
+        n, dim = result["vector"].shape
+        result["alt_vector"] = np.full((n, dim), np.nan, dtype=np.float32)
+        result["alt_phash"] = np.zeros(n, dtype=np.uint64)
+        result["alt_orientation"] = np.full(n, -1, dtype=np.int64)
+        if "alt_vector" in out:
+            idx = out["alt_index"].cpu().numpy()
+            result["alt_vector"][idx] = out["alt_vector"].float().cpu().numpy()
+            result["alt_phash"][idx] = out["alt_phash"].cpu().numpy().astype(np.int64).view(np.uint64)
+            result["alt_orientation"][idx] = out["alt_orientation"].cpu().numpy()
         return result
+
+    @torch.inference_mode()
+    def aligned_views(self, pixels: np.ndarray, aspects: np.ndarray | None = None) -> np.ndarray:
+        """What the backbone sees: (N, 224, 224, 3) uint8 images after the alignment stage."""
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        aspect = None if aspects is None else torch.from_numpy(np.asarray(aspects, dtype=np.float32)).to(self.device)
+        aligned, _ = self.net.align(x, aspect)
+        return (aligned.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ndup.model.align import AffineAligner, OrientationCanonicalizer, oriented_aspect
+from ndup.model.align import AffineAligner, OrientationCanonicalizer, apply_per_sample, oriented_aspect
 from ndup.model.backbone import EfficientNetLite0, load_backbone
 from ndup.model.descriptor import PartProjection, aligned_phash, gem, pooled_taps
 from ndup.model.spec import TAPS
@@ -48,20 +48,42 @@ class NdupNet(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad_(False)
 
-    def align(self, x: torch.Tensor, aspect: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    def align(
+        self, x: torch.Tensor, aspect: torch.Tensor | None = None, orientation: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
         """Images in [0, 1] (N, 3, S, S), squashed from pictures of width/height `aspect`,
-        -> backbone-sized aligned images, and what was done to them."""
+        -> backbone-sized aligned images, and what was done to them. `orientation` overrides the
+        canonicalizer's choice (to follow a second hypothesis)."""
         info: dict = {}
         if aspect is None:
             aspect = torch.ones(x.shape[0], device=x.device)
         if self.variant.orientation:
-            x, info["orientation"] = self.canonicalizer(x)
-            aspect = oriented_aspect(aspect, info["orientation"])
+            if orientation is None:
+                orientation = self.canonicalizer.logits(x).argmax(dim=1)
+            x, info["orientation"] = apply_per_sample(x, orientation), orientation
+            aspect = oriented_aspect(aspect, orientation)
         if self.variant.affine:
             x, info["affine"] = self.aligner(x, INPUT_SIDE, aspect)
         elif x.shape[-1] != INPUT_SIDE:
             x = F.interpolate(x, size=(INPUT_SIDE, INPUT_SIDE), mode="bilinear", antialias=True, align_corners=False)
         return x, info
+
+    def hypotheses(self, x: torch.Tensor, aspect: torch.Tensor | None = None):
+        """Aligned images for every image's best orientation, and for the runner-up where it is live.
+
+        Returns (aligned, info, alt_index, alt_aligned, alt_info): alt_index lists the images that
+        have a second hypothesis (empty without the orientation stage)."""
+        if not self.variant.orientation:
+            aligned, info = self.align(x, aspect)
+            return aligned, info, torch.zeros(0, dtype=torch.long), None, {}
+        best, second, ambiguous = self.canonicalizer.choose(x)
+        aligned, info = self.align(x, aspect, best)
+        alt_index = ambiguous.nonzero().flatten()
+        if len(alt_index) == 0:
+            return aligned, info, alt_index, None, {}
+        alt_aspect = None if aspect is None else aspect[alt_index]
+        alt_aligned, alt_info = self.align(x[alt_index], alt_aspect, second[alt_index])
+        return aligned, info, alt_index, alt_aligned, alt_info
 
     def pooled(self, aligned: torch.Tensor) -> torch.Tensor:
         maps = self.backbone.forward_stages(self.backbone.normalize(aligned), TAPS)
@@ -74,8 +96,14 @@ class NdupNet(nn.Module):
         return self.projection(self.pooled(aligned))
 
     def forward(self, x: torch.Tensor, aspect: torch.Tensor | None = None) -> dict:
-        aligned, info = self.align(x, aspect)
-        return {"vector": self.describe(aligned), "phash": aligned_phash(aligned), **info}
+        """Descriptors and aligned pHashes; `alt_*` entries for images with a second orientation hypothesis."""
+        aligned, info, alt_index, alt_aligned, alt_info = self.hypotheses(x, aspect)
+        out = {"vector": self.describe(aligned), "phash": aligned_phash(aligned), **info, "alt_index": alt_index}
+        if alt_aligned is not None:
+            out["alt_vector"] = self.describe(alt_aligned)
+            out["alt_phash"] = aligned_phash(alt_aligned)
+            out["alt_orientation"] = alt_info["orientation"]
+        return out
 
 
 __all__ = ["FULL", "INPUT_SIDE", "NdupNet", "Variant", "gem"]

@@ -38,6 +38,7 @@ from ndup.decode import load_rgb_array, perceptual_hashes
 from ndup.errors import NdupError
 from ndup.model import augment
 from ndup.model.align import UNDO_SIGN, dihedral
+from ndup.model.descriptor import aligned_phash
 from ndup.model.network import NdupNet
 from ndup.model.spec import DESCRIPTOR_DIM
 from ndup.model.weights import save_weights
@@ -62,6 +63,8 @@ class TrainConfig:
     projection_steps: int = 600
     decision_steps: int = 3000
     threads: int = 0  # 0: all cores
+    orientation_coverage: float = 0.99  # original and edit should share an orientation hypothesis this often
+    max_second_share: float = 0.4  # at most this share of images get a second descriptor (CPU cost)
     # Unlabelled photo pairs whose plain-backbone cosine is at least this are treated as unknown
     # (a user's own folder has duplicates in it), never as negatives.
     ambiguous_cosine: float = 0.9
@@ -80,9 +83,11 @@ class Views:
     """Many edited views of some photos, as the decision unit sees them."""
 
     pooled: torch.Tensor  # (V, sum(TAP_CHANNELS)) pooled backbone taps of the aligned views
+    pooled_alt: torch.Tensor  # the same for the second orientation hypothesis; NaN rows where none
     photo: np.ndarray  # (V,) index of the source photo
     similar: np.ndarray  # (V,) bool: a synthetic second capture, not a copy
     phash_aligned: np.ndarray
+    phash_aligned_alt: np.ndarray
     phash: np.ndarray
     dhash: np.ndarray
     width: np.ndarray
@@ -221,7 +226,50 @@ def train_canonicalizer(net, images, val_images, cfg, rng, log) -> None:
         sched.step()
     model.eval()
     agreement = orientation_agreement(net, val_images, np.random.default_rng(cfg.seed + 1))
-    log.stage("canonicalizer", started, steps=cfg.canonicalizer_steps, validation_agreement=round(agreement, 4))
+    margin, coverage, share = calibrate_second_margin(net, val_images, np.random.default_rng(cfg.seed + 3), cfg)
+    log.stage(
+        "canonicalizer", started, steps=cfg.canonicalizer_steps, validation_agreement=round(agreement, 4),
+        second_margin=round(margin, 3), agreement_with_second=round(coverage, 4), second_share=round(share, 3),
+    )  # fmt: skip
+
+
+def calibrate_second_margin(net, images, rng, cfg, per_image: int = 6) -> tuple[float, float, float]:
+    """Choose when an image also gets its runner-up orientation: the smallest log-probability margin at
+    which original and edit share a hypothesis `cfg.orientation_coverage` of the time, capped so that
+    at most `cfg.max_second_share` of images pay for a second descriptor."""
+    model = net.canonicalizer
+    rows = []
+    with torch.no_grad():
+        for x in images:
+            base = model.logits(augment.squash(x)[None]).log_softmax(1)[0]
+            for _ in range(per_image):
+                edited = (
+                    _mild_edit(x, rng)
+                    if rng.random() < 0.6
+                    else augment.squash(augment.apply_crop(x, augment.crop_box(rng, rng.uniform(0.6, 0.95))))
+                )
+                other = model.logits(edited[None]).log_softmax(1)[0]
+                rows.append((base.topk(2), other.topk(2)))
+
+    def evaluate(tau: float) -> tuple[float, float]:
+        hits, live = [], []
+        for (vx, ix), (vy, iy) in rows:
+            hx = {int(ix[0])} | ({int(ix[1])} if vx[0] - vx[1] < tau else set())
+            hy = {int(iy[0])} | ({int(iy[1])} if vy[0] - vy[1] < tau else set())
+            hits.append(bool(hx & hy))
+            live += [len(hx) == 2, len(hy) == 2]
+        return float(np.mean(hits)), float(np.mean(live))
+
+    best = (0.0, *evaluate(0.0))
+    for tau in np.linspace(0.05, 6.0, 120):
+        coverage, share = evaluate(float(tau))
+        if share > cfg.max_second_share:
+            break
+        best = (float(tau), coverage, share)
+        if coverage >= cfg.orientation_coverage:
+            break
+    model.second_margin.fill_(best[0])
+    return best
 
 
 # ---- stage 2: affine aligner -----------------------------------------------------------------
@@ -313,7 +361,7 @@ def train_aligner(net, images, val_images, cfg, rng, log) -> None:
 
 def make_views(net, images: list[torch.Tensor], cfg: TrainConfig, rng: np.random.Generator, threads: int) -> Views:
     """Original + copies + synthetic second captures of every photo, through alignment and backbone."""
-    pooled, photo, similar, pha, ph, dh, wid, hei = [], [], [], [], [], [], [], []
+    pooled, pooled_alt, photo, similar, pha, pha_alt, ph, dh, wid, hei = ([] for _ in range(10))
     batch_x: list[torch.Tensor] = []
     batch_aspect: list[float] = []
 
@@ -322,11 +370,17 @@ def make_views(net, images: list[torch.Tensor], cfg: TrainConfig, rng: np.random
             return
         with torch.no_grad(), torch_threads(threads):
             x = torch.stack(batch_x)
-            aligned, _ = net.align(x, torch.tensor(batch_aspect))
-            pooled.append(net.pooled(aligned))
-            from ndup.model.descriptor import aligned_phash
-
+            aligned, _, alt_index, alt_aligned, _ = net.hypotheses(x, torch.tensor(batch_aspect))
+            p = net.pooled(aligned)
+            pooled.append(p)
             pha.extend(int(v) & (2**64 - 1) for v in aligned_phash(aligned))
+            alt = torch.full_like(p, float("nan"))
+            alt_hash = np.zeros(len(x), dtype=np.uint64)
+            if alt_aligned is not None:
+                alt[alt_index] = net.pooled(alt_aligned)
+                alt_hash[alt_index.numpy()] = aligned_phash(alt_aligned).numpy().astype(np.int64).view(np.uint64)
+            pooled_alt.append(alt)
+            pha_alt.extend(alt_hash)
         batch_x.clear()
         batch_aspect.clear()
 
@@ -354,9 +408,11 @@ def make_views(net, images: list[torch.Tensor], cfg: TrainConfig, rng: np.random
     flush()
     return Views(
         pooled=torch.cat(pooled),
+        pooled_alt=torch.cat(pooled_alt),
         photo=np.array(photo),
         similar=np.array(similar),
         phash_aligned=np.array(pha, dtype=np.uint64),
+        phash_aligned_alt=np.array(pha_alt, dtype=np.uint64),
         phash=np.array(ph, dtype=np.uint64),
         dhash=np.array(dh, dtype=np.uint64),
         width=np.array(wid, dtype=np.float64),
@@ -443,7 +499,14 @@ def train_projection(net, views: Views, val_views: Views, ambiguous, val_ambiguo
 def view_inputs(net, views: Views) -> PairInputs:
     with torch.no_grad():
         vectors = net.projection(views.pooled).numpy()
-    return PairInputs(vectors, views.phash_aligned, views.phash, views.dhash, views.width, views.height)
+        has_alt = ~torch.isnan(views.pooled_alt[:, 0])
+        alt = np.full_like(vectors, np.nan)
+        if has_alt.any():
+            alt[has_alt.numpy()] = net.projection(views.pooled_alt[has_alt]).numpy()
+    return PairInputs(
+        vectors, views.phash_aligned, views.phash, views.dhash, views.width, views.height,
+        alt_vectors=alt, alt_phash_aligned=views.phash_aligned_alt,
+    )  # fmt: skip
 
 
 def sample_pairs(views: Views, inputs: PairInputs, relation: np.ndarray, rng: np.random.Generator, hard_k: int = 6):
@@ -540,7 +603,7 @@ def train_decision_unit(train_feats, train_labels, val_feats, val_labels, cfg, l
         return loss
 
     topt.step(closure)
-    temperature = float(log_t.exp())
+    temperature = float(log_t.detach().exp())
     probs = (val_logits / temperature).softmax(1).numpy()
     copy_threshold = _copy_threshold(probs[:, 2], val_labels == 2)
     pred = probs[:, 2] >= copy_threshold
@@ -597,6 +660,16 @@ def relations(sources: list[Source], images: list[torch.Tensor], net: NdupNet, t
             elif cos[i, j] >= threshold:
                 rel[i, j] = -1
     return rel
+
+
+def quick_config(cfg: TrainConfig) -> TrainConfig:
+    """A few steps of every stage: checks a setup (and the tests) in a minute, learns next to nothing."""
+    from dataclasses import replace
+
+    return replace(
+        cfg, canonicalizer_steps=4, aligner_steps=4, copies_per_photo=3, similar_per_photo=1,
+        projection_steps=100, decision_steps=100, batch=8,
+    )  # fmt: skip
 
 
 def train(cfg: TrainConfig, say: Callable[[str], None] = print) -> dict:

@@ -1,0 +1,129 @@
+"""The learned model's parts: exact invariances, the sampler's geometry, weights files, training."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from conftest import photo, save, scan
+
+from ndup.model.align import UNDO_SIGN, AffineAligner, dihedral
+from ndup.model.network import NdupNet
+from ndup.model.spec import model_id
+from ndup.model.weights import load_network, read_meta, save_weights
+from ndup.neighbors import knn_pairs
+from ndup.verify import DecisionUnit, PairInputs, pair_features
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return NdupNet().eval()
+
+
+def as_tensor(im, side=256):
+    x = torch.from_numpy(np.asarray(im.resize((side, side)), dtype=np.float32) / 255).permute(2, 0, 1)
+    return x[None]
+
+
+def test_rotated_and_mirrored_copies_get_identical_descriptors(net):
+    """The orientation stage is invariant by construction, even untrained: the 8 candidates of a turned
+    copy are the original's 8 candidates in another order."""
+    x = as_tensor(photo(1))
+    aspect = torch.tensor([4 / 3])
+    with torch.no_grad():
+        ref = net(x, aspect)
+        for g in range(1, 8):
+            turned_aspect = aspect if g % 2 == 0 else 1 / aspect
+            out = net(dihedral(x, g), turned_aspect)
+            assert torch.allclose(out["vector"], ref["vector"], atol=1e-5), g
+            assert int(out["phash"][0]) == int(ref["phash"][0])
+
+
+def test_sampler_undoes_a_rotation_of_a_non_square_picture():
+    rng = np.random.default_rng(0)
+    base = torch.from_numpy(rng.uniform(0, 1, (3, 6, 8)).astype(np.float32))
+    picture = TF.resize(base, [300, 400], interpolation=TF.InterpolationMode.BICUBIC)  # smooth, 4:3
+    turned = TF.rotate(picture, 12.0, interpolation=TF.InterpolationMode.BILINEAR)
+    squashed = TF.resize(turned, [256, 256], antialias=True)[None]
+    target = TF.resize(picture, [256, 256], antialias=True)[None]
+    params = torch.tensor([[UNDO_SIGN * math.radians(12.0), 1.0, 0.0, 0.0]])
+    undone = AffineAligner.sample(squashed, params, 256, torch.tensor([4 / 3]))
+    wrong_way = AffineAligner.sample(squashed, -params * torch.tensor([[1, -1, 1, 1]]), 256, torch.tensor([4 / 3]))
+    centre = (slice(None), slice(None), slice(64, 192), slice(64, 192))
+    assert (undone - target)[centre].abs().mean() < 0.02
+    assert (wrong_way - target)[centre].abs().mean() > 3 * (undone - target)[centre].abs().mean()
+
+
+def test_second_orientation_hypothesis_is_used_when_it_agrees_better():
+    v = np.eye(3, dtype=np.float32)
+    alt = np.full_like(v, np.nan)
+    alt[1] = v[0]  # image 1's runner-up orientation looks exactly like image 0
+    inputs = PairInputs(
+        vectors=v, phash_aligned=np.array([1, 2, 3], dtype=np.uint64), phash=np.zeros(3, dtype=np.uint64),
+        dhash=np.zeros(3, dtype=np.uint64), width=np.ones(3), height=np.ones(3),
+        alt_vectors=alt, alt_phash_aligned=np.array([0, 1, 0], dtype=np.uint64),
+    )  # fmt: skip
+    feats = pair_features(inputs, np.array([[0, 1], [0, 2]]))
+    assert feats[0, 0] == pytest.approx(1.0) and feats[1, 0] == pytest.approx(0.0)
+    assert feats[0, 6] == 0.0  # the aligned hashes of the agreeing hypotheses are compared
+
+
+def test_knn_pairs_merge_hypotheses_of_one_image():
+    rows = np.array([[1, 0], [0, 1], [0.96, 0.28], [0.6, 0.8]], dtype=np.float32)
+    owners = np.array([0, 1, 2, 1])  # row 3 is image 1's second hypothesis
+    pairs = knn_pairs(rows, 3, min_similarity=0.5, owners=owners)
+    assert set(pairs) == {(0, 1), (0, 2), (1, 2)}
+    assert pairs[(0, 1)] == pytest.approx(0.6)  # via image 1's second hypothesis
+
+
+def test_decision_unit_in_numpy_matches_the_trained_torch_network(tmp_path):
+    from ndup.model.train import Log, TrainConfig, train_decision_unit
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(600, 11))
+    labels = (feats[:, 0] > 0).astype(int) + (feats[:, 1] > 1).astype(int)
+    cfg = TrainConfig(photos=tmp_path, out=tmp_path / "w.npz", decision_steps=50)
+    arrays = train_decision_unit(feats, labels, feats[:200], labels[:200], cfg, Log(say=lambda s: None))
+    unit = DecisionUnit(arrays)
+    probs = unit.probabilities(feats[:5])
+    h = torch.from_numpy((feats[:5] - arrays["du_mean"]) / arrays["du_std"])
+    for i in range(3):
+        h = h @ torch.from_numpy(arrays[f"du_w{i}"]).T + torch.from_numpy(arrays[f"du_b{i}"])
+        h = torch.relu(h) if i < 2 else h
+    expected = (h / float(arrays["du_temperature"])).softmax(1).numpy()
+    assert np.allclose(probs, expected, atol=1e-9) and np.allclose(probs.sum(1), 1.0)
+
+
+def test_weights_file_round_trip_and_model_id(tmp_path, net):
+    path = tmp_path / "w.npz"
+    net.canonicalizer.second_margin.fill_(0.7)
+    save_weights(path, net, {"du_mean": np.zeros(2)}, {"note": "test"})
+    loaded = load_network(path)
+    assert float(loaded.canonicalizer.second_margin) == pytest.approx(0.7)
+    x = as_tensor(photo(2))
+    with torch.no_grad():
+        assert torch.allclose(loaded(x)["vector"], net(x)["vector"], atol=1e-6)
+    assert read_meta(path) == {"note": "test"}
+    other = tmp_path / "other.npz"
+    save_weights(other, loaded, {"du_mean": np.ones(2)}, {"note": "other"})
+    assert model_id(path) != model_id(other) and model_id(path).startswith("ndup-full-")
+
+
+@pytest.mark.slow
+def test_quick_training_run_produces_weights_a_scan_uses(tmp_path):
+    from ndup.model.train import TrainConfig, quick_config, train
+
+    photos = tmp_path / "photos"
+    for i in range(16):
+        save(photo(500 + i, 320, 240), photos / f"p{i:02d}.jpg", quality=92)
+    out = tmp_path / "mine.npz"
+    meta = train(quick_config(TrainConfig(photos=photos, out=out, holdout=0.2)), say=lambda s: None)
+    assert out.exists() and set(meta["stages"]) >= {"canonicalizer", "aligner", "projection", "decision_unit"}
+    assert len(meta["trained_on"]) + len(meta["validated_on"]) + len(meta["held_out"]) == 16
+    lib = tmp_path / "lib"
+    save(photo(900), lib / "a.jpg")
+    save(photo(900).resize((320, 240)), lib / "a_small.jpg")
+    plan = scan(lib, tmp_path / "c.db", weights=out)
+    assert plan.summary["model"] == model_id(out)
