@@ -32,3 +32,38 @@ class ScanSettings:
     batch_size: int = 32
     neighbors: int = 10  # k of the k-nearest-neighbour candidate search
     weights: Path | None = None  # a user's retrained model (ndup train); None: the shipped one
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "ndup" / "config.toml"
+
+
+def load_config() -> dict:
+    """The user's config file (TOML), or {} when there is none. See README, "Configuration"."""
+    import tomllib
+
+    from ndup.errors import NdupError
+
+    path = config_path()
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise NdupError(f"cannot read the config file {path}: {e}", hint="fix or remove it") from None
+
+
+def protected_folders() -> tuple[str, ...]:
+    """Folders `ndup apply` never touches, from the config file's `[apply] protect = [...]`."""
+    from ndup.errors import NdupError
+
+    value = load_config().get("apply", {}).get("protect", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise NdupError(
+            f"{config_path()}: [apply] protect must be a list of folders", hint='e.g. protect = ["~/Photos/Originals"]'
+        )
+    return tuple(os.path.expanduser(v) for v in value)

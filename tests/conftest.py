@@ -23,6 +23,7 @@ def isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))  # the trash: never the real one
     monkeypatch.delenv("NDUP_DB", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
     return home
