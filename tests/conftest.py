@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -62,3 +63,16 @@ def group_of(plan, path) -> object | None:
 
 def photo(seed: int, width: int = 640, height: int = 480) -> Image.Image:
     return synthetic_photo(seed, width, height)
+
+
+def make_tree(root: Path) -> Path:
+    """A copy group (a.jpg kept; an identical backup and a smaller export go), an exact one (b.png kept)
+    and a photo with no duplicate: ROOT/lib, 6 files."""
+    a = save(photo(1, 640, 480), root / "lib/a.jpg", quality=95)
+    (root / "lib/backup").mkdir()
+    shutil.copy2(a, root / "lib/backup/a.jpg")
+    save(photo(1, 640, 480).resize((320, 240)), root / "lib/export/a_small.jpg", quality=85)
+    b = save(photo(2, 640, 480), root / "lib/b.png")
+    shutil.copy2(b, root / "lib/b_copy.png")
+    save(photo(3, 640, 480), root / "lib/c.jpg")
+    return root / "lib"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import photo, save, scan
+from conftest import make_tree, photo, save, scan
 
 from ndup import apply as apply_mod
 from ndup import decisions
@@ -55,18 +55,6 @@ def out(verb: str, text: str) -> str:
 
 def trash_dir() -> Path:
     return Path(os.environ["XDG_DATA_HOME"]) / "Trash"
-
-
-def make_tree(root: Path) -> Path:
-    """A copy group (a.jpg kept; an identical backup and a smaller export go) and an exact one (b.png kept)."""
-    a = save(photo(1, 640, 480), root / "lib/a.jpg", quality=95)
-    (root / "lib/backup").mkdir()
-    shutil.copy2(a, root / "lib/backup/a.jpg")
-    save(photo(1, 640, 480).resize((320, 240)), root / "lib/export/a_small.jpg", quality=85)
-    b = save(photo(2, 640, 480), root / "lib/b.png")
-    shutil.copy2(b, root / "lib/b_copy.png")
-    save(photo(3, 640, 480), root / "lib/c.jpg")
-    return root / "lib"
 
 
 @pytest.fixture
