@@ -317,6 +317,20 @@ def _select(store: Store, plan, opts: ApplyOptions) -> tuple[list[_Step], str]:
     return steps, note
 
 
+def _check_move_target(move_to: str | None, roots: list[str]) -> None:
+    if not move_to:
+        raise NdupError("moving needs a folder", hint="--move-to DIR", exit_code=ExitCode.USAGE)
+    target = os.path.realpath(move_to)
+    for root in roots:
+        real = os.path.realpath(root)
+        if target == real or target.startswith(real.rstrip(os.sep) + os.sep):
+            raise NdupError(
+                f"--move-to {move_to} is inside the scanned folder {root}",
+                hint="choose a folder outside it, or the next scan finds the moved files as duplicates again",
+                exit_code=ExitCode.USAGE,
+            )
+
+
 def _changed(path: str, expected: tuple[int, int, str | None] | None, hashes: dict) -> str | None:
     """Why `path` is not the file the scan saw (None: it is)."""
     try:
@@ -424,6 +438,8 @@ def run_apply(store: Store, opts: ApplyOptions, echo: Callable[[Result], None] =
     if plan is None:
         what = f"no finished scan with run id {opts.plan_run}" if opts.plan_run else "no plan yet in this cache"
         raise NdupError(what, hint="run `ndup scan FOLDER` first, or name the cache with --db")
+    if opts.action == "move":
+        _check_move_target(opts.move_to, store.run_roots(plan.run_id))
     report = ApplyReport(plan_run_id=plan.run_id, options=opts, recovered=recovered)
     steps, report.note = _select(store, plan, opts)
     states = store.file_states({s.src for s in steps} | {s.view.keep for s in steps})

@@ -59,6 +59,10 @@ def capture_date(path: str) -> str:
         return "file missing"
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def short_path(path: str, width: int) -> str:
     return path if len(path) <= width else "…" + path[-(width - 1) :]
 
@@ -199,7 +203,7 @@ class ReviewApp(App):
     async def on_mount(self) -> None:
         await self._show_group()
         left = sum(not v.decided for v in self.views)
-        self.say(f"{len(self.views)} groups, {left} not decided yet. Decisions are saved as you make them.")
+        self.say(f"{plural(len(self.views), 'group')}, {left} not decided yet. Decisions are saved as you make them.")
 
     @property
     def view(self) -> GroupView:
@@ -296,7 +300,7 @@ class ReviewApp(App):
     async def action_accept(self) -> None:
         self._save(decisions.accept(self.view))
         doomed = self.view.to_delete()
-        self.say(f"Accepted group {self.index + 1}: {len(doomed)} files go when you run `ndup apply`")
+        self.say(f"Accepted group {self.index + 1}: {plural(len(doomed), 'file')} go when you run `ndup apply`")
         self._refresh()
         await self._go(self.index + 1)
 
@@ -322,7 +326,7 @@ class ReviewApp(App):
     def summary(self) -> str:
         counts = {s: sum(v.status == s for v in self.views) for s in STATUS_LABEL}
         return (
-            f"{counts['accepted']} groups accepted, {counts['not_duplicates']} marked not duplicates, "
+            f"{plural(counts['accepted'], 'group')} accepted, {counts['not_duplicates']} marked not duplicates, "
             f"{counts['open']} not decided"
         )
 

@@ -76,3 +76,29 @@ def make_tree(root: Path) -> Path:
     shutil.copy2(b, root / "lib/b_copy.png")
     save(photo(3, 640, 480), root / "lib/c.jpg")
     return root / "lib"
+
+
+@pytest.fixture(scope="session")
+def dup_tree_template(tmp_path_factory):
+    """make_tree's library scanned once per session, and a pristine copy of it (bytes and times)."""
+    base = tmp_path_factory.mktemp("duptree")
+    with pytest.MonkeyPatch.context() as mp:
+        for var, sub in (("HOME", "home"), ("XDG_CACHE_HOME", "home/.cache"), ("XDG_CONFIG_HOME", "home/.config")):
+            mp.setenv(var, str(base / sub))
+        lib = make_tree(base / "work")
+        scan(lib, base / "template.db")
+    shutil.copytree(lib, base / "pristine", copy_function=shutil.copy2, symlinks=True)
+    return lib, base / "pristine", base / "template.db"
+
+
+@pytest.fixture
+def dup_tree(dup_tree_template, tmp_path):
+    """make_tree's library and a cache holding its scan, fresh for each test: the library is restored at
+    the same paths with the same bytes and modification times, so the scan's plan holds for it."""
+    lib, pristine, template_db = dup_tree_template
+    shutil.rmtree(lib, ignore_errors=True)
+    shutil.copytree(pristine, lib, copy_function=shutil.copy2, symlinks=True)
+    db = tmp_path / "cache/ndup.db"
+    db.parent.mkdir(parents=True)
+    shutil.copy2(template_db, db)
+    return lib, db

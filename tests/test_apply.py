@@ -58,10 +58,13 @@ def trash_dir() -> Path:
 
 
 @pytest.fixture
-def scanned(tmp_path):
-    lib = make_tree(tmp_path)
-    db = tmp_path / "cache/ndup.db"
-    plan = scan(lib, db)
+def scanned(dup_tree):
+    lib, db = dup_tree
+    store = Store.open(db)
+    try:
+        plan = store.load_plan()
+    finally:
+        store.close()
     assert [(g.tier, Path(g.keep).name, sorted(Path(m.path).name for m in g.members)) for g in plan.groups] == [
         ("copy", "a.jpg", ["a.jpg", "a.jpg", "a_small.jpg"]),
         ("exact", "b.png", ["b.png", "b_copy.png"]),
@@ -138,6 +141,8 @@ def test_dry_run_prints_exactly_what_would_happen_and_changes_nothing(scanned, t
     assert tree(lib) == before and not (tmp_path / "m").exists()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
+    inside = ndup("apply", "--db", db, "--yes", "--dry-run", "--move-to", lib / "dups")
+    assert inside.returncode == 2 and f"--move-to {lib}/dups is inside the scanned folder {lib}" in inside.stderr
 
 
 def test_files_changed_after_the_scan_are_skipped(scanned):

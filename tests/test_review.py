@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-from conftest import make_tree, scan
 
 from ndup.decisions import views
 from ndup.review import ReviewApp, image_widget_class
@@ -18,10 +17,8 @@ from ndup.store import Store
 
 
 @pytest.fixture
-def reviewed(tmp_path):
-    lib = make_tree(tmp_path)
-    db = tmp_path / "cache/ndup.db"
-    scan(lib, db)
+def reviewed(dup_tree):
+    lib, db = dup_tree
     store = Store.open(db)
     yield lib, db, store
     store.close()
@@ -67,7 +64,7 @@ def test_keys_make_decisions_that_are_saved_at_once(reviewed):
     assert exact_group.status == "not_duplicates" and set(exact_group.actions.values()) == {"keep"}
     [ignored] = store.ignored_hash_sets()
     assert ignored == {exact_group.hashes[str(lib / "b.png")]}  # identical bytes: one hash
-    assert app.summary() == "1 groups accepted, 1 marked not duplicates, 0 not decided"
+    assert app.summary() == "1 group accepted, 1 marked not duplicates, 0 not decided"
 
 
 def test_quitting_and_coming_back_resumes_at_the_first_undecided_group(reviewed):
@@ -146,7 +143,7 @@ def test_review_in_a_real_terminal_with_tmux(reviewed):
         wait_for("not duplicates")
         subprocess.run([*tmux, "send-keys", "-t", session, "q"], check=True)
         end = wait_for("EXIT=")
-        assert "1 groups accepted, 1 marked not duplicates, 0 not decided" in end and "EXIT=0" in end
+        assert "1 group accepted, 1 marked not duplicates, 0 not decided" in end and "EXIT=0" in end
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
     assert [v.status for v in views(store.load_plan(), store)] == ["accepted", "not_duplicates"]
