@@ -434,10 +434,7 @@ def run_apply(store: Store, opts: ApplyOptions, echo: Callable[[Result], None] =
             f"unknown action {opts.action!r}", hint=f"one of {', '.join(ACTIONS)}", exit_code=ExitCode.USAGE
         )
     recovered = [] if opts.dry_run else recover(store)
-    plan = store.load_plan(opts.plan_run)
-    if plan is None:
-        what = f"no finished scan with run id {opts.plan_run}" if opts.plan_run else "no plan yet in this cache"
-        raise NdupError(what, hint="run `ndup scan FOLDER` first, or name the cache with --db")
+    plan = store.require_plan(opts.plan_run)
     if opts.action == "move":
         _check_move_target(opts.move_to, store.run_roots(plan.run_id))
     report = ApplyReport(plan_run_id=plan.run_id, options=opts, recovered=recovered)

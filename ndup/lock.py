@@ -54,6 +54,12 @@ def cache_lock(db_path: Path) -> Iterator[None]:
     path = lock_path(db_path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # the same words as Store.open, which would fail next
+        raise NdupError(
+            f"cannot create the cache folder {path.parent}: {e.strerror or e}",
+            hint="choose another location with --db PATH or NDUP_DB",
+        ) from None
+    try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise NdupError(

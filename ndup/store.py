@@ -346,6 +346,14 @@ class Store:
         )
         return Plan(run_id=run_id, groups=groups, failures=failures, summary=json.loads(run[0] or "{}"))
 
+    def require_plan(self, run_id: int | None = None) -> Plan:
+        """load_plan, or the error a person sees when there is nothing to show or act on."""
+        plan = self.load_plan(run_id)
+        if plan is None:
+            what = f"no finished scan with run id {run_id}" if run_id is not None else "no plan yet in this cache"
+            raise NdupError(what, hint="run `ndup scan FOLDER` first, or name the cache with --db")
+        return plan
+
     def run_roots(self, run_id: int) -> list[str]:
         row = self.db.conn.execute("SELECT roots FROM runs WHERE id = ?", (run_id,)).fetchone()
         return json.loads(row[0]) if row and row[0] else []

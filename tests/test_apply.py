@@ -127,6 +127,8 @@ def test_each_action_then_undo(scanned, tmp_path, args, expect):
     assert tree(lib) == before  # every file back, as a regular file with its own bytes
     if "trash" in expect:
         assert list((trash_dir() / "files").iterdir()) == [] and list((trash_dir() / "info").iterdir()) == []
+    [run] = json.loads(ndup("history", "--db", db, "--json").stdout)["apply_runs"]
+    assert (run["id"], run["status"], run["summary"]["done"]) == (1, "undone", len(gone) or 2)
 
 
 def test_dry_run_prints_exactly_what_would_happen_and_changes_nothing(scanned, tmp_path):

@@ -29,58 +29,37 @@ class TierName(StrEnum):
     similar = "similar"
 
 
+def _option(*flags: str, help: str, metavar: str | None = None, **kw):
+    return typer.Option(*flags, metavar=metavar, help=help, show_default=False, **kw)
+
+
 YesOption = Annotated[
     bool,
-    typer.Option(
-        "--yes", "-y", help="Carry out the proposed plan (decisions made in review still win), without asking."
-    ),
+    _option("--yes", "-y", help="Carry out the proposed plan (decisions made in review still win), without asking."),
 ]
-ActionOption = Annotated[
-    Optional[Action],
-    typer.Option("--action", help="What happens to each duplicate [default: trash].", show_default=False),
-]
+ActionOption = Annotated[Optional[Action], _option("--action", help="What happens to each duplicate [default: trash].")]
 MoveToOption = Annotated[
     Optional[Path],
-    typer.Option(
-        "--move-to",
-        metavar="DIR",
-        help="Move duplicates into DIR, keeping their paths relative to the scanned folders; never overwrites.",
-        show_default=False,
-    ),
-]
+    _option("--move-to", metavar="DIR",
+            help="Move duplicates into DIR, keeping their paths relative to the scanned folders; never overwrites."),
+]  # fmt: skip
 TierOption = Annotated[
     Optional[list[TierName]],
-    typer.Option(
-        "--tier",
-        metavar="TIER",
-        help="exact, copy or similar: tiers that act; repeatable [default: exact and copy; similar only if named].",
-        show_default=False,
-    ),
-]
+    _option("--tier", metavar="TIER",
+            help="exact, copy or similar: tiers that act; repeatable [default: exact and copy; similar only if named]."),
+]  # fmt: skip
 ProtectOption = Annotated[
     Optional[list[Path]],
-    typer.Option(
-        "--protect",
-        metavar="DIR",
-        help="Never touch files under DIR; repeatable, added to the config file's [apply] protect.",
-        show_default=False,
-    ),
-]
+    _option("--protect", metavar="DIR",
+            help="Never touch files under DIR; repeatable, added to the config file's [apply] protect."),
+]  # fmt: skip
 MaxDeleteOption = Annotated[
     Optional[int],
-    typer.Option(
-        "--max-delete",
-        metavar="N",
-        min=0,
-        help=f"Refuse (exit {int(ExitCode.OVER_LIMIT)}, touching nothing) if more than N files would be acted on.",
-        show_default=False,
-    ),
-]
+    _option("--max-delete", metavar="N", min=0,
+            help=f"Refuse (exit {int(ExitCode.OVER_LIMIT)}, touching nothing) if more than N files would be acted on."),
+]  # fmt: skip
 LogFileOption = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--log-file", metavar="PATH", help="Append what happens to PATH (with timestamps).", show_default=False
-    ),
+    Optional[Path], _option("--log-file", metavar="PATH", help="Append what happens to PATH (with timestamps).")
 ]
 
 
@@ -173,13 +152,18 @@ def log_to(path: Path | None) -> Iterator[None]:
         handler.close()
 
 
-def carry_out(store, opts, *, json_output: bool):
-    """Run apply with per-file lines on a terminal (or nothing, for --json); returns the report."""
+def carry_out(db: Path, opts, *, json_output: bool):
+    """Run apply on the cache `db`, with per-file lines on a terminal (nothing, for --json); returns the report."""
     from ndup.apply import run_apply
     from ndup.render import print_note, print_result, stdout_console
+    from ndup.store import Store
 
     console = None if json_output else stdout_console()
-    report = run_apply(store, opts, echo=(lambda r: print_result(r, console)) if console else (lambda r: None))
+    store = Store.open(db)
+    try:
+        report = run_apply(store, opts, echo=(lambda r: print_result(r, console)) if console else (lambda r: None))
+    finally:
+        store.close()
     if console is not None:
         from ndup.render import apply_summary
 
@@ -221,18 +205,13 @@ def apply_command(
     so an interrupted apply carries on when run again and `ndup undo` puts files back.
     """
     from ndup.lock import cache_lock
-    from ndup.store import Store
 
     name = resolve_action(action, move_to, hardlink, symlink, delete)
     opts = apply_options(action=name, move_to=move_to, tiers=tier, protect=protect, yes=yes, dry_run=dry_run,
                          max_delete=max_delete, plan_run=run)  # fmt: skip
     path = db_path(db)
     with log_to(log_file), cache_lock(path) if not dry_run else _nothing():
-        store = Store.open(path)
-        try:
-            report = carry_out(store, opts, json_output=json_output)
-        finally:
-            store.close()
+        report = carry_out(path, opts, json_output=json_output)
     if json_output:
         from ndup.report import apply_to_json
 
@@ -330,19 +309,13 @@ def finish_with_apply(plan, opts, db: Path, *, json_output: bool) -> None:
     """After `ndup scan --apply`: apply the fresh plan (the caller holds the lock) and report both."""
     from dataclasses import replace
 
-    from ndup.store import Store
-
     opts = replace(opts, plan_run=plan.run_id)
     if not json_output:
         from ndup.render import stdout_console, summary_line
 
         stdout_console().print(summary_line(plan))
     logging.getLogger("ndup").info("scan run %s: %s", plan.run_id, plan.summary)
-    store = Store.open(db)
-    try:
-        report = carry_out(store, opts, json_output=json_output)
-    finally:
-        store.close()
+    report = carry_out(db, opts, json_output=json_output)
     if json_output:
         from ndup.report import apply_to_json, plan_to_json
 

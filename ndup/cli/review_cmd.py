@@ -28,10 +28,7 @@ def review(db: DbOption = None, run: RunOption = None) -> None:
         )
     store = Store.open(db_path(db))
     try:
-        plan = store.load_plan(run)
-        if plan is None:
-            what = f"no finished scan with run id {run}" if run is not None else "no plan yet in this cache"
-            raise NdupError(what, hint="run `ndup scan FOLDER` first, or name the cache with --db")
+        plan = store.require_plan(run)
         if not plan.groups:
             sys.stdout.write("No duplicate groups to review.\n")
             return
