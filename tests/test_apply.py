@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -413,3 +414,33 @@ def test_scan_apply_yes_runs_unattended_with_a_cap_and_a_log(tmp_path):
     text = log.read_text()
     assert "error: the plan would trash 3 files" in text and f"done {lib}/b_copy.png" in text
     assert "apply run 1 finished" in text
+
+
+def test_a_file_on_another_filesystem_goes_to_that_filesystems_trash(tmp_path):
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)) or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no writable /dev/shm on another filesystem")
+    volume_trash = shm / f".Trash-{os.getuid()}"
+    existed = volume_trash.exists()
+    lib = Path(tempfile.mkdtemp(prefix="ndup-test-", dir=shm))
+    try:
+        a = save(photo(7, 160, 120), lib / "a.jpg")
+        shutil.copy2(a, lib / "z.jpg")
+        db = tmp_path / "ndup.db"
+        scan(lib, db)
+        before = tree(lib)
+        store = Store.open(db)
+        try:
+            [result] = run_apply(store, ApplyOptions(yes=True)).results
+            assert result.state == "done" and Path(result.dest).parent == volume_trash / "files"
+            info = Path(store.journal(1)[0].extra).read_text()
+            assert f"Path={lib.name}/z.jpg\n" in info  # relative to the top of that filesystem, as the spec says
+            assert not (trash_dir() / "files").exists() or not list((trash_dir() / "files").iterdir())
+            run_undo(store, None)
+        finally:
+            store.close()
+        assert tree(lib) == before
+    finally:
+        shutil.rmtree(lib, ignore_errors=True)
+        if not existed:
+            shutil.rmtree(volume_trash, ignore_errors=True)
