@@ -420,10 +420,14 @@ def _plan_entry(store: Store, apply_id: int, step: _Step, opts: ApplyOptions, st
     entry = JournalEntry(apply_id, seq, step.view.group.id, opts.action, step.src, dest, step.view.keep, temp,
                          content_hash, size, mtime_ns, st.st_mode, "planned", "", extra)  # fmt: skip
     entry = store.journal_plan(entry)  # committed before anything is created or touched
-    while slot is not None and not trash.claim(slot):  # the name was taken meanwhile: pick another
-        slot = trash.choose(step.src)
-        temp = _temp_beside(slot.files_path, apply_id, seq)
-        entry = store.journal_set(entry, "planned", dest=slot.files_path, extra=slot.info_path, temp=temp)
+    try:
+        while slot is not None and not trash.claim(slot):  # the name was taken meanwhile: pick another
+            slot = trash.choose(step.src)
+            temp = _temp_beside(slot.files_path, apply_id, seq)
+            entry = store.journal_set(entry, "planned", dest=slot.files_path, extra=slot.info_path, temp=temp)
+    except OSError as e:
+        store.journal_set(entry, "failed", f"cannot use the trash: {e.strerror or e}")
+        raise
     return entry
 
 
@@ -493,7 +497,11 @@ def _one(store: Store, step: _Step, opts: ApplyOptions, states: dict, hashes: di
         return replace(base, state="would", dest=dest)
     assert apply_id is not None
     with _no_interrupt():
-        entry = _plan_entry(store, apply_id, step, opts, states)
+        try:
+            entry = _plan_entry(store, apply_id, step, opts, states)
+        except OSError as e:  # e.g. no trash folder can be made: the file was not touched
+            where = f": {e.filename}" if e.filename else ""
+            return replace(base, state="failed", reason=f"cannot {opts.action} it ({e.strerror or e}{where})")
         try:
             entry = _act(store, entry)
         except FileExistsError as e:  # the destination appeared since the check: nothing was touched
