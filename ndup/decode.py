@@ -7,61 +7,29 @@ raises for a bad file (the reason goes into a Failure instead).
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import hashlib
 import os
+import re
 import warnings
+from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from ndup.formats import SNIFF_BYTES, sniff
+from ndup.formats import IMAGE_EXTENSIONS, SNIFF_BYTES, raw_subtype, sniff
+from ndup.raw import NotRaw, RawFile, RawUnavailable, exif_blobs
 from ndup.records import Decoded, Failure, ImageFacts, NotAnImage
 
 # Bumped whenever decoding changes what it produces: cached facts of an older version are recomputed.
-DECODE_VERSION = 1
+DECODE_VERSION = 2  # 2: HEIF/AVIF/RAW, capture metadata, sharpness and exposure
 # The square RGB image handed to the model; the model resamples it to its own input size.
 MODEL_SIDE = 256
 # Alpha is flattened onto white, as photo tools do when they export a transparent image to JPEG.
 BACKGROUND = (255, 255, 255)
 
-IMAGE_EXTENSIONS = frozenset(
-    [
-        ".jpg",
-        ".jpeg",
-        ".jpe",
-        ".jfif",
-        ".png",
-        ".apng",
-        ".gif",
-        ".webp",
-        ".tif",
-        ".tiff",
-        ".bmp",
-        ".dib",
-        ".heic",
-        ".heif",
-        ".hif",
-        ".avif",
-        ".jp2",
-        ".j2k",
-        ".mpo",
-        ".dng",
-        ".cr2",
-        ".cr3",
-        ".nef",
-        ".nrw",
-        ".arw",
-        ".srf",
-        ".sr2",
-        ".raf",
-        ".orf",
-        ".rw2",
-        ".pef",
-        ".srw",
-        ".x3f",
-    ]
-)
 LOSSLESS_FORMATS = frozenset({"PNG", "TIFF", "BMP", "GIF"})
 _EXIF_ORIENTATION = 0x0112
 
@@ -111,42 +79,329 @@ def _hash_hex(h) -> str:
     return str(h).rjust(16, "0")
 
 
-def _decode_image(data: bytes, content_hash: str) -> tuple[ImageFacts, np.ndarray]:
+# ---- metadata -------------------------------------------------------------------------------------
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+_MAKE, _MODEL, _RATING = 0x010F, 0x0110, 0x4746
+_DATETIME_ORIGINAL, _DATETIME_DIGITIZED = 0x9003, 0x9004
+_SUBSEC_ORIGINAL, _SUBSEC_DIGITIZED = 0x9291, 0x9292
+_OFFSET_ORIGINAL, _OFFSET_DIGITIZED = 0x9011, 0x9012
+_LENS_MODEL = 0xA434
+_GPS_LATITUDE, _GPS_LONGITUDE = 2, 4
+_EXIF_DATE = re.compile(r"\s*(\d{4})[:-](\d\d)[:-](\d\d)[ T](\d\d):(\d\d):(\d\d)")
+_EXIF_OFFSET = re.compile(r"\s*([+-])(\d\d):?(\d\d)")
+_XMP_RATING = re.compile(rb"xmp:Rating(?:\s*=\s*[\"']|>)\s*(-?\d+)")
+
+
+def _text(value) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    value = value.replace("\x00", " ").strip()
+    return value or None
+
+
+def exif_capture_time(date: object, subsec: object = None, offset: object = None) -> str | None:
+    """EXIF's "2023:07:14 10:22:05" (+ "120", "+02:00") -> "2023-07-14T10:22:05.120+02:00"; None if unusable."""
+    m = _EXIF_DATE.match(_text(date) or "")
+    if not m:
+        return None
+    y, mo, d, h, mi, sec = map(int, m.groups())
+    try:
+        datetime.datetime(y, mo, d, h, mi, sec)
+    except ValueError:  # "0000:00:00 00:00:00" and other placeholders
+        return None
+    out = f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{sec:02d}"
+    digits = "".join(ch for ch in (_text(subsec) or "") if ch.isdigit())[:6]
+    if digits:
+        out += "." + digits
+    om = _EXIF_OFFSET.match(_text(offset) or "")
+    if om and int(om.group(2)) <= 14 and int(om.group(3)) < 60:
+        out += f"{om.group(1)}{om.group(2)}:{om.group(3)}"
+    return out
+
+
+def _xmp_rating(xmp: object) -> int | None:
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8", "replace")
+    m = _XMP_RATING.search(xmp) if isinstance(xmp, bytes) else None
+    return max(-1, min(int(m.group(1)), 5)) if m else None
+
+
+class _Exif:
+    """The three EXIF directories ndup reads, as plain mappings (any of them may be empty)."""
+
+    def __init__(self, ifd0=None, exif=None, gps=None):
+        self.ifd0, self.exif, self.gps = ifd0 or {}, exif or {}, gps or {}
+
+    @classmethod
+    def of(cls, exif: Image.Exif | None) -> _Exif:
+        if exif is None:
+            return cls()
+        sub = {}
+        for ifd in (_EXIF_IFD, _GPS_IFD):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "Corrupt EXIF data": common, and never the user's problem
+                    sub[ifd] = exif.get_ifd(ifd)
+            except Exception:  # a broken pointer to a sub-directory loses that directory only
+                sub[ifd] = {}
+        return cls(exif, sub[_EXIF_IFD], sub[_GPS_IFD])
+
+    @classmethod
+    def of_raw(cls, data: bytes, subtype: str) -> _Exif:
+        blobs = exif_blobs(data, subtype)
+        if "tiff" in blobs:
+            return cls.of(_load_exif(blobs["tiff"]))
+        return cls(*(_load_exif(blobs[k]) if k in blobs else None for k in ("ifd0", "exif", "gps")))
+
+    def __bool__(self) -> bool:
+        return bool(self.ifd0 or self.exif or self.gps)
+
+    @property
+    def tag_count(self) -> int:
+        return len(self.ifd0) + len(self.exif) + len(self.gps)
+
+    @property
+    def orientation(self) -> int:
+        try:
+            return int(self.ifd0.get(_EXIF_ORIENTATION, 1) or 1)
+        except (TypeError, ValueError):
+            return 1
+
+    def facts(self, xmp: object = None) -> dict:
+        """The capture metadata ImageFacts keeps; unknown values are None."""
+        e, i0 = self.exif, self.ifd0
+        when = exif_capture_time(
+            e.get(_DATETIME_ORIGINAL), e.get(_SUBSEC_ORIGINAL), e.get(_OFFSET_ORIGINAL)
+        ) or exif_capture_time(e.get(_DATETIME_DIGITIZED), e.get(_SUBSEC_DIGITIZED), e.get(_OFFSET_DIGITIZED))
+        rating = i0.get(_RATING)
+        return dict(
+            capture_time=when,
+            camera_make=_text(i0.get(_MAKE)),
+            camera_model=_text(i0.get(_MODEL)),
+            lens=_text(e.get(_LENS_MODEL)),
+            has_gps=bool(self.gps.get(_GPS_LATITUDE) and self.gps.get(_GPS_LONGITUDE)),
+            rating=max(-1, min(int(rating), 5)) if isinstance(rating, int) else _xmp_rating(xmp),
+        )
+
+
+def _load_exif(blob: bytes) -> Image.Exif | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exif = Image.Exif()
+            exif.load(blob)
+        return exif
+    except Exception:
+        return None
+
+
+def _image_exif(im: Image.Image) -> _Exif:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exif = im.getexif()
+        return _Exif.of(exif)
+    except Exception:  # broken EXIF is common and never a reason to drop a photo
+        return _Exif()
+
+
+def _xmp_of(im: Image.Image) -> object:
+    return im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+
+
+# ---- pixels ---------------------------------------------------------------------------------------
+# The sharpness and exposure measures are taken on the grey image at this size (short side), so they
+# compare across files of different resolutions.
+MEASURE_SIDE = 256
+# An embedded RAW preview smaller than this (long side) is a thumbnail: the RAW data is developed instead.
+MIN_RAW_PREVIEW = 256
+
+
+def measure(rgb: Image.Image) -> tuple[float, float]:
+    """(sharpness, clipped) of a picture, for picking the best of a burst.
+
+    sharpness: the variance of the Laplacian of the grey image (blur lowers it; so does a darker frame);
+    clipped: the fraction of pixels blown out or crushed to black (over- or underexposure).
+    """
+    grey = rgb.convert("L")
+    scale = MEASURE_SIDE / min(grey.size)
+    if scale < 1:
+        grey = grey.resize(
+            (max(1, round(grey.width * scale)), max(1, round(grey.height * scale))), Image.BILINEAR, reducing_gap=2.0
+        )
+    g = np.asarray(grey, dtype=np.float32)
+    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    sharpness = float(lap.var()) if lap.size else 0.0
+    clipped = float(((g <= 2) | (g >= 253)).mean()) if g.size else 0.0
+    return round(sharpness, 2), round(clipped, 4)
+
+
+def _orient(im: Image.Image, orientation: int) -> Image.Image:
+    if orientation == 1:
+        return im
+    method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}.get(orientation)  # fmt: skip
+    return im.transpose(method) if method is not None else im
+
+
+@functools.cache
+def _register_plugins(container: str) -> str | None:
+    """Make Pillow able to open HEIF (pillow-heif) and AVIF; a reason when it cannot."""
+    if container == "HEIF":
+        try:
+            import pillow_heif
+        except ImportError:
+            return "a HEIF/HEIC image, but the pillow-heif package is not installed (pip install pillow-heif)"
+        pillow_heif.register_heif_opener()
+    elif container == "AVIF":
+        from PIL import features
+
+        if not features.check("avif"):
+            try:
+                import pillow_heif
+
+                pillow_heif.register_avif_opener()  # pillow-heif before 1.0 decodes AVIF
+            except (ImportError, AttributeError):
+                return "an AVIF image, but this Pillow has no AVIF support (pip install -U pillow)"
+    return None
+
+
+class _Unreadable(Exception):
+    """A file ndup recognises but cannot decode here; the message is the reason shown to the user."""
+
+
+@dataclass
+class _Picture:
+    """A file opened as a person sees it, with what the facts need to know about it."""
+
+    rgb: Image.Image  # upright, 8-bit RGB, possibly reduced (JPEG draft) but never below the asked side
+    format: str
+    width: int  # full size as displayed (after orientation)
+    height: int
+    exif: _Exif
+    xmp: object = None
+    quality: int | None = None
+    lossless: bool = False
+    subtype: str | None = None
+    capture_time: str | None = None  # a fallback for files without EXIF capture time (RAW via LibRaw)
+    lens: str | None = None
+
+
+def _open_pillow(data: bytes, side: int) -> _Picture:
+    im = Image.open(BytesIO(data))  # multi-page and animated files open on their first frame
+    fmt = im.format or "unknown"
+    width, height = im.size
+    quality = estimate_jpeg_quality(getattr(im, "quantization", None)) if fmt in ("JPEG", "MPO") else None
+    exif = _image_exif(im)
+    xmp = _xmp_of(im)
+    orientation = exif.orientation
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    if fmt in ("JPEG", "MPO"):
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: the main cost saving for camera photos.
+        im.draft("RGB", (side, side))
+    im.load()
+    if orientation != 1:
+        with contextlib.suppress(Exception):  # a broken orientation tag: keep the pixels as stored
+            im = ImageOps.exif_transpose(im)
+    lossless = fmt in LOSSLESS_FORMATS or bool(im.info.get("lossless"))
+    return _Picture(to_rgb(im), fmt, width, height, exif, xmp, quality, lossless)
+
+
+def _open_raw(data: bytes, subtype: str, side: int) -> _Picture:
+    try:
+        raw_file = RawFile(data)
+    except RawUnavailable:
+        raise _Unreadable("a camera RAW file, but the rawpy package is not installed (pip install rawpy)") from None
+    with raw_file as raw:
+        width, height = raw.size
+        orientation = raw.orientation
+        preview, im = raw.preview(), None
+        preview_exif = _Exif()
+        if isinstance(preview, bytes):
+            try:
+                im = Image.open(BytesIO(preview))
+                preview_exif = _image_exif(im)
+                if max(im.size) >= MIN_RAW_PREVIEW:
+                    im.draft("RGB", (side, side))
+                    im.load()
+            except Exception:  # a damaged preview: develop the RAW data instead
+                im = None
+        elif preview is not None:
+            im = Image.fromarray(preview, "RGB")
+        if im is None or max(im.size) < MIN_RAW_PREVIEW:
+            im, turn = Image.fromarray(raw.develop(), "RGB"), 1  # LibRaw turns what it develops
+        else:
+            # Previews are stored as the sensor saw them; the RAW's orientation turns them upright,
+            # unless the preview carries its own orientation tag.
+            turn = preview_exif.orientation if preview_exif.orientation != 1 else orientation
+        when = raw.capture_time
+        lens = raw.lens
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    exif = _Exif.of_raw(data, subtype) or preview_exif
+    return _Picture(
+        rgb=to_rgb(_orient(im, turn)),
+        format="RAW",
+        width=width,
+        height=height,
+        exif=exif,
+        lossless=True,
+        subtype=subtype,
+        capture_time=when.isoformat(timespec="seconds") if when else None,
+        lens=lens,
+    )
+
+
+def _open(data: bytes, container: str, path: str, side: int) -> _Picture:
+    """Any supported file -> an upright RGB picture; RAW through LibRaw, everything else through Pillow."""
+    subtype = raw_subtype(container, path)
+    if subtype:
+        try:
+            return _open_raw(data, subtype, side)
+        except NotRaw:
+            if container != "TIFF":
+                raise _Unreadable(
+                    f"a {subtype} RAW file that LibRaw cannot read (unsupported camera or damaged)"
+                ) from None
+            # a plain TIFF with a RAW's name: Pillow reads it below
+    missing = _register_plugins(container)
+    if missing:
+        raise _Unreadable(missing)
+    return _open_pillow(data, side)
+
+
+def _decode_image(data: bytes, content_hash: str, container: str, path: str) -> tuple[ImageFacts, np.ndarray]:
     import imagehash
 
     with warnings.catch_warnings():
         # Images between Pillow's warning and error limits are decoded; above it DecompressionBombError.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        im = Image.open(BytesIO(data))
-        fmt = im.format or "unknown"
-        width, height = im.size
-        quality = estimate_jpeg_quality(getattr(im, "quantization", None)) if fmt in ("JPEG", "MPO") else None
-        try:
-            exif = im.getexif()
-            exif_tags = len(exif) + sum(len(exif.get_ifd(ifd)) for ifd in (0x8769, 0x8825))
-            orientation = int(exif.get(_EXIF_ORIENTATION, 1) or 1)
-        except Exception:  # broken EXIF is common and never a reason to drop a photo
-            exif_tags, orientation = 0, 1
-        if orientation in (5, 6, 7, 8):
-            width, height = height, width
-        if fmt in ("JPEG", "MPO"):
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: the main cost saving for camera photos.
-            im.draft("RGB", (MODEL_SIDE, MODEL_SIDE))
-        im.load()
-        if orientation != 1:
-            with contextlib.suppress(Exception):  # a broken orientation tag: keep the pixels as stored
-                im = ImageOps.exif_transpose(im)
-        rgb = to_rgb(im)
+        # "Corrupt EXIF data" and the like: a damaged file is reported as a Failure, never as stderr noise.
+        warnings.simplefilter("ignore", UserWarning)
+        pic = _open(data, container, path, MODEL_SIDE)
+    rgb = pic.rgb
+    meta = pic.exif.facts(pic.xmp)
+    meta["capture_time"] = meta["capture_time"] or pic.capture_time
+    meta["lens"] = meta["lens"] or pic.lens
+    sharpness, clipped = measure(rgb)
     facts = ImageFacts(
         content_hash=content_hash,
-        format=fmt,
-        width=width,
-        height=height,
+        format=pic.format,
+        width=pic.width,
+        height=pic.height,
         phash=_hash_hex(imagehash.phash(rgb)),
         dhash=_hash_hex(imagehash.dhash(rgb)),
-        quality=quality,
-        lossless=fmt in LOSSLESS_FORMATS or bool(im.info.get("lossless")),
-        exif_tags=exif_tags,
+        quality=pic.quality,
+        lossless=pic.lossless,
+        exif_tags=pic.exif.tag_count,
+        subtype=pic.subtype,
+        sharpness=sharpness,
+        clipped=clipped,
+        **meta,
     )
     pixels = np.asarray(rgb.resize((MODEL_SIDE, MODEL_SIDE), Image.BILINEAR, reducing_gap=2.0))
     return facts, pixels
@@ -158,6 +413,8 @@ def describe_error(e: BaseException) -> str:
         return f"image too large to decode safely ({e}); if you trust this file, it needs a manual check"
     if isinstance(e, Image.UnidentifiedImageError):
         return "not a readable image: the format is not supported or the data is corrupt"
+    if isinstance(e, _Unreadable):
+        return str(e)
     if isinstance(e, MemoryError):
         return "not enough memory to decode this image"
     text = str(e) or type(e).__name__
@@ -188,19 +445,17 @@ def analyze(path: str) -> Decoded | NotAnImage | Failure:
     except OSError as e:
         return Failure(path, f"cannot read: {e.strerror or e}")
     try:
-        facts, pixels = _decode_image(data, hashlib.sha256(data).hexdigest())
+        facts, pixels = _decode_image(data, hashlib.sha256(data).hexdigest(), fmt, path)
     except Exception as e:  # every decoder failure is a per-file fact, never a crashed scan
         return Failure(path, describe_error(e))
     return Decoded(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, facts=facts, pixels=pixels)
 
 
 def load_oriented(path: str, max_side: int | None = None) -> Image.Image:
-    """An image as a person sees it (EXIF-oriented RGB), for thumbnails and explanations."""
-    im = Image.open(path)
-    if max_side and im.format in ("JPEG", "MPO"):
-        im.draft("RGB", (max_side, max_side))
-    im = ImageOps.exif_transpose(im)
-    rgb = to_rgb(im)
+    """An image as a person sees it (upright RGB), for thumbnails and explanations; any supported format."""
+    with open(path, "rb") as f:
+        data = f.read()
+    rgb = _open(data, sniff(data[:SNIFF_BYTES]) or "", path, max_side or 1 << 30).rgb
     if max_side:
         rgb.thumbnail((max_side, max_side))
     return rgb

@@ -107,11 +107,13 @@ def build_groups(
     verdicts: Iterable[PairVerdict],
     rank: Callable[[int], object],
     content_hashes: Sequence[str],
+    similar_rank: Callable[[int], object] | None = None,
 ) -> list[Cluster]:
     """Copy groups (tier exact when every member has the same bytes), then similar-shot groups.
 
     Similar groups are built between the keepers of copy groups and the images in no copy group, so a
-    photo is never both deleted as a copy and offered as a similar shot.
+    photo is never both deleted as a copy and offered as a similar shot. `similar_rank` orders the
+    pick of a similar group (the sharpest of a burst, say); by default `rank` does.
     """
     verdicts = list(verdicts)
     copy_edges = [(v.a, v.b, v.score) for v in verdicts if v.tier in ("exact", "copy")]
@@ -127,5 +129,5 @@ def build_groups(
     similar_edges = [
         (unit_of[v.a], unit_of[v.b], v.score) for v in verdicts if v.tier == "similar" and unit_of[v.a] != unit_of[v.b]
     ]
-    similar = cluster_edges(similar_edges, rank, "similar")
+    similar = cluster_edges(similar_edges, similar_rank or rank, "similar")
     return copies + similar

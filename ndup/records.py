@@ -34,10 +34,29 @@ class ImageFacts:
     quality: int | None = None  # estimated JPEG quality (1-100); None when not a JPEG
     lossless: bool = False
     exif_tags: int = 0  # how much EXIF the file carries; richer metadata suggests an original
+    subtype: str | None = None  # the RAW flavour when format is RAW: DNG, CR2, CR3, NEF, ARW, RAF, ...
+    # When the picture was taken, as the camera's clock said: ISO 8601 "2023-07-14T10:22:05.120+02:00",
+    # with fractions of a second and the UTC offset only when the file records them.
+    capture_time: str | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens: str | None = None
+    has_gps: bool = False
+    rating: int | None = None  # 0-5 stars from EXIF or XMP; None when the file carries none
+    sharpness: float | None = None  # variance of the Laplacian of the grey image, 256 px on the short side
+    clipped: float | None = None  # fraction of pixels blown out or crushed to black (0-1): exposure
 
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+    @property
+    def camera(self) -> str | None:
+        """Make and model, e.g. "Apple iPhone 13"; None when the file does not say."""
+        make, model = (self.camera_make or "").strip(), (self.camera_model or "").strip()
+        if model.lower().startswith(make.lower()):
+            make = ""  # many models repeat the make: "Canon" + "Canon EOS R5"
+        return " ".join(x for x in (make, model) if x) or None
 
 
 @dataclass(frozen=True, slots=True)

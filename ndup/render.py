@@ -137,8 +137,28 @@ def print_plan(plan: Plan, console: Console, show_failures: bool = True) -> None
     console.print(Text(summary_line(plan)))
 
 
+def print_settings(rows: list[tuple[str, object, str, str]], file, found: bool, console: Console) -> None:
+    """`ndup config show`: (setting, value, source, meaning) rows."""
+    console.print(Text(f"Config file: {file}" + ("" if found else " (not found; built-in defaults apply)")))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("source", overflow="fold")
+    table.add_column("meaning", overflow="fold", style="dim")
+    for key, value, source, meaning in rows:
+        shown = (
+            ", ".join(value)
+            if isinstance(value, list)
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+        )
+        table.add_row(key, Text(shown or "(none)"), Text(source), Text(meaning))
+    console.print(table)
+
+
 def error(message: str) -> None:
-    # soft_wrap: one line however long, so `2>&1 | grep` and log files see the whole message
+    # soft_wrap: an error is one line however long, so scripts and grep see it whole
     stderr_console().print(Text(message), style="red" if sys.stderr.isatty() else None, soft_wrap=True)
 
 

@@ -40,18 +40,10 @@ STATUS_LABEL = {"open": "not decided", "accepted": "accepted", "not_duplicates":
 # ---- facts shown under each picture ------------------------------------------------------------------
 
 
-def capture_date(path: str) -> str:
-    """When the photo was taken (EXIF DateTimeOriginal), else when the file was last modified."""
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            exif = im.getexif()
-            taken = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
-        if taken:
-            return "taken " + str(taken).strip().replace(":", "-", 2)
-    except Exception:  # any unreadable metadata: fall back to the file's time
-        pass
+def capture_date(path: str, capture_time: str | None) -> str:
+    """When the photo was taken (from the scan's metadata), else when the file was last modified."""
+    if capture_time:
+        return "taken " + capture_time.replace("T", " ")[:19]
     try:
         when = datetime.datetime.fromtimestamp(os.stat(path).st_mtime)
         return "modified " + when.strftime("%Y-%m-%d %H:%M:%S")
@@ -242,9 +234,11 @@ class ReviewApp(App):
             (STATUS_LABEL[v.status], "bold green" if v.status == "accepted" else ""),
         )
         self.query_one("#title", Static).update(title)
+        missing = [c.path for c in self._cards if c.path not in self._dates]
+        if missing:
+            times = {r.path: r.facts.capture_time for r in self.store.image_records(missing)}
+            self._dates.update({p: capture_date(p, times.get(p)) for p in missing})
         for card in self._cards:
-            if card.path not in self._dates:
-                self._dates[card.path] = capture_date(card.path)
             card.show(v, card.index == self.selected, self._dates[card.path])
         if self._cards:
             self._cards[self.selected].scroll_visible(animate=False)

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from ndup import neighbors
+from ndup.captures import apply_captures
 from ndup.config import ScanSettings
 from ndup.decode import DECODE_VERSION, analyze
 from ndup.errors import NdupError
 from ndup.group import build_groups
-from ndup.plan import make_plan, policy_key
+from ndup.plan import make_plan
+from ndup.policy import keeper_policies
 from ndup.records import Decoded, Failure, FileEntry, ImageRecord, Outcome, Plan
 from ndup.store import Store
 from ndup.verify import PairFeatures, ThresholdVerifier
@@ -185,7 +187,8 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started) -
     summary = {k: v for k, v in asdict(counts).items() if k != "extra"}
     summary["model"] = model_id
     progress.done()
-    return make_plan(run_id, images, clusters, failures, summary)
+    policy, pick = keeper_policies(settings.prefer, settings.pick)
+    return make_plan(run_id, images, clusters, failures, summary, policy, pick, settings.protect)
 
 
 def match(images: list[ImageRecord], vectors_by_hash: dict[str, np.ndarray], settings: ScanSettings):
@@ -200,7 +203,15 @@ def match(images: list[ImageRecord], vectors_by_hash: dict[str, np.ndarray], set
     pairs = np.array(sorted(candidates), dtype=np.int64).reshape(-1, 2)
     features = PairFeatures.compute(images, vectors, pairs)
     verdicts = ThresholdVerifier().verdicts(features)
-    keys = [policy_key(im) for im in images]
+    # issue 5: bursts become similar pairs, RAW+JPEG pairs never match; then the configured keeper policies.
+    verdicts = apply_captures(
+        images, vectors, verdicts, burst_seconds=settings.burst_seconds, burst_similarity=settings.burst_similarity
+    )
+    policy, pick = keeper_policies(settings.prefer, settings.pick)
     return build_groups(
-        len(images), verdicts, rank=keys.__getitem__, content_hashes=[im.facts.content_hash for im in images]
+        len(images),
+        verdicts,
+        rank=policy.rank(images),
+        content_hashes=[im.facts.content_hash for im in images],
+        similar_rank=pick.rank(images),
     )

@@ -6,6 +6,7 @@ everything finished before the interruption and the next scan carries on from th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -103,7 +104,15 @@ def m001_initial(db: Database) -> None:
 
 
 @migrations()
-def m002_review_decisions(db: Database) -> None:
+def m002_capture_metadata(db: Database) -> None:
+    """Issue 5: RAW flavour, capture metadata and the burst pick's sharpness/exposure measures."""
+    table = db["files"]
+    for name, kind in _M002_COLUMNS.items():
+        table.add_column(name, kind)
+
+
+@migrations()
+def m003_review_decisions(db: Database) -> None:
     """What people decide in `ndup review`, and the "not duplicates" ignore list.
 
     Decisions are keyed by a group's signature (its members' paths and content hashes), so they
@@ -121,7 +130,7 @@ def m002_review_decisions(db: Database) -> None:
 
 
 @migrations()
-def m003_apply_journal(db: Database) -> None:
+def m004_apply_journal(db: Database) -> None:
     """`ndup apply` runs and their journal: one row per file, written before and after it is touched."""
     db["apply_runs"].create(
         {"id": int, "plan_run_id": int, "action": str, "options": str, "status": str, "pid": int,
@@ -137,6 +146,22 @@ def m003_apply_journal(db: Database) -> None:
     db["journal"].create_index(["src"])
 
 
+_M002_COLUMNS = {
+    "subtype": str,
+    "capture_time": str,
+    "camera_make": str,
+    "camera_model": str,
+    "lens": str,
+    "has_gps": int,
+    "rating": int,
+    "sharpness": float,
+    "clipped": float,
+}
+# ImageFacts fields are files columns of the same name; these two are stored as 0/1.
+_FACT_COLUMNS = tuple(f.name for f in dataclasses.fields(ImageFacts))
+_BOOL_FACTS = ("lossless", "has_gps")
+
+
 @dataclass(frozen=True, slots=True)
 class CachedStat:
     """The part of a cached file row that decides whether the file must be read again."""
@@ -149,18 +174,18 @@ class CachedStat:
 
 
 def _facts_from_row(row: sqlite3.Row | tuple) -> ImageFacts:
-    content_hash, fmt, width, height, phash, dhash, quality, lossless, exif_tags = row
-    return ImageFacts(
-        content_hash=content_hash,
-        format=fmt,
-        width=width,
-        height=height,
-        phash=phash,
-        dhash=dhash,
-        quality=quality,
-        lossless=bool(lossless),
-        exif_tags=exif_tags or 0,
-    )
+    values = dict(zip(_FACT_COLUMNS, row))
+    for name in _BOOL_FACTS:
+        values[name] = bool(values[name])
+    values["exif_tags"] = values["exif_tags"] or 0
+    return ImageFacts(**values)
+
+
+def _facts_to_row(facts: ImageFacts) -> dict:
+    row = {name: getattr(facts, name) for name in _FACT_COLUMNS}
+    for name in _BOOL_FACTS:
+        row[name] = int(row[name])
+    return row
 
 
 class Store:
@@ -212,7 +237,7 @@ class Store:
         """Cached facts for the given paths that are images, in the order given."""
         wanted = list(paths)
         found: dict[str, ImageRecord] = {}
-        cols = "path, size, mtime_ns, content_hash, format, width, height, phash, dhash, quality, lossless, exif_tags"
+        cols = ", ".join(("path", "size", "mtime_ns", *_FACT_COLUMNS))
         for chunk in _chunks(wanted, 900):
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT {cols} FROM files WHERE kind = 'image' AND path IN ({marks})"
@@ -244,10 +269,7 @@ class Store:
             row = dict(path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, dev=entry.dev, inode=entry.inode,
                        decoder_version=decoder_version, scanned_at=now, **_EMPTY_FACTS)  # fmt: skip
             if isinstance(outcome, Decoded):
-                f = outcome.facts
-                row.update(size=outcome.size, mtime_ns=outcome.mtime_ns, kind="image", content_hash=f.content_hash,
-                           format=f.format, width=f.width, height=f.height, phash=f.phash, dhash=f.dhash,
-                           quality=f.quality, lossless=int(f.lossless), exif_tags=f.exif_tags)  # fmt: skip
+                row.update(size=outcome.size, mtime_ns=outcome.mtime_ns, kind="image", **_facts_to_row(outcome.facts))
             elif isinstance(outcome, NotAnImage):
                 row.update(size=outcome.size, mtime_ns=outcome.mtime_ns, kind="other")
             else:
@@ -525,21 +547,7 @@ def _journal_values(entry: JournalEntry) -> tuple:
     return tuple(getattr(entry, c) for c in _JOURNAL_COLS)
 
 
-_EMPTY_FACTS = dict.fromkeys(
-    (
-        "kind",
-        "content_hash",
-        "format",
-        "width",
-        "height",
-        "phash",
-        "dhash",
-        "quality",
-        "lossless",
-        "exif_tags",
-        "reason",
-    )
-)
+_EMPTY_FACTS = dict.fromkeys(("kind", "reason", *_FACT_COLUMNS))
 
 
 def _chunks(items: list, n: int) -> Iterator[list]:

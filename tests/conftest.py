@@ -31,6 +31,14 @@ def isolated_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def heif():
+    """Pillow able to write HEIC (pillow-heif); skipped where pillow-heif is not installed."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    return pillow_heif
+
+
+@pytest.fixture
 def db(tmp_path) -> Path:
     return tmp_path / "cache" / "ndup.db"
 

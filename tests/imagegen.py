@@ -49,3 +49,35 @@ def synthetic_photo(seed: int, width: int = 640, height: int = 480) -> Image.Ima
     )
     grain = rng.normal(0, 6, (height, width, 3))
     return Image.fromarray(np.clip(arr + texture + grain, 0, 255).astype(np.uint8), "RGB")
+
+
+def camera_exif(
+    make: str | None = "Ndup",
+    model: str | None = "TestCam 1",
+    taken: str | None = "2023:07:14 10:22:05",
+    subsec: str | None = None,
+    offset: str | None = None,
+    lens: str | None = None,
+    gps: tuple[float, float] | None = None,
+    rating: int | None = None,
+    orientation: int | None = None,
+) -> Image.Exif:
+    """The EXIF a camera writes: make, model, capture time (sub-seconds, UTC offset), lens, GPS, rating."""
+    exif = Image.Exif()
+    if make:
+        exif[0x010F] = make
+    if model:
+        exif[0x0110] = model
+    if rating is not None:
+        exif[0x4746] = rating
+    if orientation:
+        exif[0x0112] = orientation
+    sub = exif.get_ifd(0x8769)
+    for tag, value in ((0x9003, taken), (0x9291, subsec), (0x9011, offset), (0xA434, lens)):
+        if value:
+            sub[tag] = value
+    if gps:
+        g = exif.get_ifd(0x8825)
+        g[1], g[2] = ("N" if gps[0] >= 0 else "S"), (abs(gps[0]), 0.0, 0.0)
+        g[3], g[4] = ("E" if gps[1] >= 0 else "W"), (abs(gps[1]), 0.0, 0.0)
+    return exif

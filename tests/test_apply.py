@@ -180,7 +180,7 @@ def test_protected_folders_from_flag_and_config_are_never_touched(scanned):
     lib, db = scanned
     config = Path(os.environ["XDG_CONFIG_HOME"]) / "ndup/config.toml"
     config.parent.mkdir(parents=True)
-    config.write_text(f'[apply]\nprotect = ["{lib / "backup"}"]\n')
+    config.write_text(f'[scan]\nprotect = ["{lib / "backup"}"]\n')
     r = ndup("apply", "--db", db, "--yes", "--protect", lib / "export", "--json")
     assert r.returncode == 0, r.stderr
     states = {

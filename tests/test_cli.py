@@ -80,7 +80,7 @@ def test_ndup_db_environment_variable_names_the_cache(lib, tmp_path):
     "args,code,message",
     [
         (["scan", "/definitely/not/here"], 2, "ndup: error: no such file or folder: /definitely/not/here"),
-        (["scan"], 2, "Missing argument"),
+        (["scan"], 2, "ndup: error: no folder to scan"),
         (["scan", ".", "--no-such-flag"], 2, "No such option"),
         (["groups"], 1, "ndup: error: no plan yet in this cache"),
         (["scan", ".", "--device", "cuda"], 1, "ndup: error: --device cuda was asked for"),

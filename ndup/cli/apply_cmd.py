@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -51,7 +52,7 @@ TierOption = Annotated[
 ProtectOption = Annotated[
     Optional[list[Path]],
     _option("--protect", metavar="DIR",
-            help="Never touch files under DIR; repeatable, added to the config file's [apply] protect."),
+            help="Never touch files under DIR; repeatable, added to the config file's [scan] protect."),
 ]  # fmt: skip
 MaxDeleteOption = Annotated[
     Optional[int],
@@ -89,14 +90,14 @@ def apply_options(
     action: str,
     move_to: Path | None,
     tiers: list[TierName] | None,
-    protect: list[Path] | None,
+    protect: tuple[str, ...],
     yes: bool,
     dry_run: bool,
     max_delete: int | None,
     plan_run: int | None = None,
 ):
+    """Validated ApplyOptions; `protect`: every folder apply must leave alone."""
     from ndup.apply import DEFAULT_TIERS, ApplyOptions
-    from ndup.config import protected_folders
 
     if action == "delete" and not yes and not dry_run:
         raise NdupError(
@@ -108,7 +109,7 @@ def apply_options(
         action=action,
         move_to=str(move_to.expanduser().absolute()) if move_to else None,
         tiers=tuple(dict.fromkeys(t.value for t in tiers)) if tiers else DEFAULT_TIERS,
-        protect=tuple(str(p.expanduser()) for p in (protect or ())) + protected_folders(),
+        protect=tuple(dict.fromkeys(protect)),
         yes=yes,
         dry_run=dry_run,
         max_delete=max_delete,
@@ -204,10 +205,12 @@ def apply_command(
     Every file and its keeper are checked unchanged since the scan first; every action is journaled,
     so an interrupted apply carries on when run again and `ndup undo` puts files back.
     """
+    from ndup.config import effective
     from ndup.lock import cache_lock
 
     name = resolve_action(action, move_to, hardlink, symlink, delete)
-    opts = apply_options(action=name, move_to=move_to, tiers=tier, protect=protect, yes=yes, dry_run=dry_run,
+    folders = tuple(os.path.abspath(p.expanduser()) for p in protect or ()) + tuple(effective()["scan.protect"])
+    opts = apply_options(action=name, move_to=move_to, tiers=tier, protect=folders, yes=yes, dry_run=dry_run,
                          max_delete=max_delete, plan_run=run)  # fmt: skip
     path = db_path(db)
     with log_to(log_file), cache_lock(path) if not dry_run else _nothing():
@@ -293,11 +296,11 @@ def history_command(db: DbOption = None, json_output: JsonOption = False) -> Non
 # ---- ndup scan --apply (cron mode) -----------------------------------------------------------------
 
 
-def cron_options(*, apply: bool, yes: bool, action, move_to, max_delete, tier, protect):
+def cron_options(*, apply: bool, yes: bool, action, move_to, max_delete, tier, protect: tuple[str, ...]):
     """Validate `ndup scan`'s apply options before the scan starts; None when --apply was not given."""
     if not apply:
-        if yes or action or move_to or max_delete is not None or tier or protect:
-            raise NdupError("--yes, --action, --move-to, --max-delete, --tier and --protect need --apply",
+        if yes or action or move_to or max_delete is not None or tier:
+            raise NdupError("--yes, --action, --move-to, --max-delete and --tier need --apply",
                             hint="add --apply to clean up after the scan", exit_code=ExitCode.USAGE)  # fmt: skip
         return None
     name = resolve_action(action, move_to)

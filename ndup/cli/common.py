@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from ndup import __version__
-from ndup.config import DB_ENV, cache_dir, default_db_path
+from ndup.config import DB_ENV, cache_dir
 from ndup.errors import ExitCode, NdupError
 
 app = typer.Typer(
@@ -45,7 +45,12 @@ ExitCodeOption = Annotated[
 
 
 def db_path(option: Path | None) -> Path:
-    return option.expanduser() if option else default_db_path()
+    """--db (or NDUP_DB), else the config file's [cache] db, else the XDG cache dir."""
+    if option:
+        return option.expanduser()
+    from ndup.config import effective
+
+    return Path(effective()["cache.db"])
 
 
 def print_json(doc: dict) -> None:

@@ -11,6 +11,15 @@ import typer
 from ndup.cli import apply_cmd as cron
 from ndup.cli.common import DbOption, ExitCodeOption, JsonOption, QuietOption, app, db_path, handle_errors
 from ndup.cli.plan_cmd import finish_with_plan
+from ndup.config import BURST_SECONDS, DEFAULT_PICK, DEFAULT_PREFER
+
+_FROM_CONFIG = "[default: from the config file, else "
+
+
+def _list_option(flag: str, metavar: str, what: str):
+    return typer.Option(
+        flag, metavar=metavar, help=f"{what}; repeatable (replaces the config file's list).", show_default=False
+    )
 
 
 class Device(StrEnum):
@@ -23,29 +32,70 @@ class Device(StrEnum):
 @app.command()
 @handle_errors
 def scan(
-    roots: Annotated[list[Path], typer.Argument(help="Folders (or files) to scan.", show_default=False)],
-    db: DbOption = None,
-    hidden: Annotated[bool, typer.Option("--hidden", help="Include hidden files and folders.")] = False,
-    follow_links: Annotated[
-        bool, typer.Option("--follow-links", help="Follow symbolic links (link loops are detected).")
-    ] = False,
-    exclude: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--exclude",
-            metavar="GLOB",
-            help="Skip names or relative paths matching GLOB; repeatable.",
+    roots: Annotated[
+        Optional[list[Path]],
+        typer.Argument(
+            metavar="[FOLDER]...",
+            help="Folders (or files) to scan [default: roots in the config file].",
             show_default=False,
         ),
     ] = None,
+    db: DbOption = None,
+    hidden: Annotated[
+        Optional[bool], typer.Option("--hidden/--no-hidden", help="Include hidden files and folders.")
+    ] = None,
+    follow_links: Annotated[
+        Optional[bool],
+        typer.Option("--follow-links/--no-follow-links", help="Follow symbolic links (link loops are detected)."),
+    ] = None,
+    exclude: Annotated[
+        Optional[list[str]], _list_option("--exclude", "GLOB", "Skip names or relative paths matching GLOB")
+    ] = None,
+    protect: Annotated[
+        Optional[list[Path]], _list_option("--protect", "DIR", "Never propose files under DIR for deletion")
+    ] = None,
+    prefer: Annotated[
+        Optional[str],
+        typer.Option(
+            "--prefer",
+            metavar="RULES",
+            help="Keeper policy, ordered rules, e.g. resolution,format:raw>heic>png>jpg,size,exif,oldest,"
+            f"path:~/Photos/Originals {_FROM_CONFIG}{DEFAULT_PREFER}].",
+            show_default=False,
+        ),
+    ] = None,
+    pick: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pick",
+            metavar="RULES",
+            help=f"Rules that pick the best of similar shots, before --prefer's {_FROM_CONFIG}{DEFAULT_PICK}].",
+            show_default=False,
+        ),
+    ] = None,
+    burst_seconds: Annotated[
+        Optional[float],
+        typer.Option(
+            "--burst-seconds",
+            min=0,
+            help=f"One camera's shots this close are a burst {_FROM_CONFIG}{BURST_SECONDS:g}].",
+        ),
+    ] = None,
     device: Annotated[
-        Device, typer.Option("--device", help="Where the network runs; auto: CUDA, then MPS, then CPU.")
-    ] = Device.auto,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Decoding processes; 0 = one per CPU core.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per network batch.")] = 32,
+        Optional[Device],
+        typer.Option("--device", help=f"Where the network runs; auto: CUDA, then MPS, then CPU {_FROM_CONFIG}auto]."),
+    ] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option("--workers", min=0, help=f"Decoding processes; 0 = one per CPU core {_FROM_CONFIG}0]."),
+    ] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option("--batch-size", min=1, help=f"Images per network batch {_FROM_CONFIG}32].")
+    ] = None,
     neighbors: Annotated[
-        int, typer.Option("--neighbors", "-k", min=1, help="Nearest neighbours checked per image.")
-    ] = 10,
+        Optional[int],
+        typer.Option("--neighbors", "-k", min=1, help=f"Nearest neighbours checked per image {_FROM_CONFIG}10]."),
+    ] = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     exit_code: ExitCodeOption = False,
@@ -55,33 +105,38 @@ def scan(
     move_to: cron.MoveToOption = None,
     max_delete: cron.MaxDeleteOption = None,
     tier: cron.TierOption = None,
-    protect: cron.ProtectOption = None,
     log_file: cron.LogFileOption = None,
 ) -> None:
     """Scan folders for duplicate photos and write a keep/delete plan to the cache.
 
-    A rescan reads only files that are new or changed since the last scan. With --apply --yes it
-    runs unattended (cron): no prompts, no progress bars, one run per cache at a time.
+    A rescan reads only files that are new or changed since the last scan. Flags override the
+    config file (see `ndup config show`). With --apply --yes it runs unattended (cron): no prompts,
+    no progress bars, one run per cache at a time; --protect then also guards the clean-up.
     """
-    from ndup.config import ScanSettings
+    from ndup.config import scan_settings
     from ndup.render import RichProgress
     from ndup.scan import run_scan
 
-    settings = ScanSettings(
-        roots=tuple(roots),
-        db_path=db_path(db),
-        hidden=hidden,
-        follow_links=follow_links,
-        excludes=tuple(exclude or ()),
-        device=device.value,
-        workers=workers,
-        batch_size=batch_size,
-        neighbors=neighbors,
-    )
+    given = {
+        "cache.db": ("--db", str(db_path(db)) if db else None),
+        "scan.hidden": ("--hidden", hidden),
+        "scan.follow_links": ("--follow-links", follow_links),
+        "scan.exclude": ("--exclude", exclude),
+        "scan.protect": ("--protect", [str(p) for p in protect] if protect else None),
+        "keeper.prefer": ("--prefer", prefer),
+        "keeper.pick": ("--pick", pick),
+        "thresholds.burst_seconds": ("--burst-seconds", burst_seconds),
+        "run.device": ("--device", device.value if device else None),
+        "run.workers": ("--workers", workers),
+        "run.batch_size": ("--batch-size", batch_size),
+        "thresholds.neighbors": ("--neighbors", neighbors),
+    }
+    flags = {key: (value, f"flag {flag}") for key, (flag, value) in given.items() if value is not None}
+    settings = scan_settings(roots, flags)
     from ndup.lock import cache_lock
 
     apply_opts = cron.cron_options(apply=apply, yes=yes, action=action, move_to=move_to, max_delete=max_delete,
-                                   tier=tier, protect=protect)  # fmt: skip
+                                   tier=tier, protect=settings.protect)  # fmt: skip
     with cron.log_to(log_file), cache_lock(settings.db_path):
         with RichProgress(enabled=None if not (quiet or json_output) else False) as progress:
             plan = run_scan(settings, progress)
