@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ndup import trash
 from ndup.decisions import GroupView, views
 from ndup.errors import ExitCode, NdupError
+from ndup.policy import is_under
 from ndup.records import JournalEntry
 from ndup.store import Store
 
@@ -260,7 +261,7 @@ def _protected_by(path: str, protect: tuple[str, ...]) -> str | None:
     for folder in protect:
         for base in {os.path.abspath(os.path.expanduser(folder)), os.path.realpath(os.path.expanduser(folder))}:
             for p in (os.path.abspath(path), real):
-                if p == base or p.startswith(base.rstrip(os.sep) + os.sep):
+                if is_under(p, base):
                     return folder
     return None
 
@@ -272,10 +273,7 @@ def move_destination(src: str, roots: list[str], move_to: str) -> str:
         base = os.path.commonpath(bases)
     except ValueError:
         base = ""
-    if base and (src == base or src.startswith(base.rstrip(os.sep) + os.sep)):
-        rel = os.path.relpath(src, base)
-    else:
-        rel = os.path.splitdrive(src)[1].lstrip("/\\")
+    rel = os.path.relpath(src, base) if base and is_under(src, base) else os.path.splitdrive(src)[1].lstrip("/\\")
     return os.path.join(os.path.abspath(os.path.expanduser(move_to)), rel)
 
 
@@ -323,7 +321,7 @@ def _check_move_target(move_to: str | None, roots: list[str]) -> None:
     target = os.path.realpath(move_to)
     for root in roots:
         real = os.path.realpath(root)
-        if target == real or target.startswith(real.rstrip(os.sep) + os.sep):
+        if is_under(target, real):
             raise NdupError(
                 f"--move-to {move_to} is inside the scanned folder {root}",
                 hint="choose a folder outside it, or the next scan finds the moved files as duplicates again",

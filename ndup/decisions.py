@@ -6,7 +6,9 @@ Pure: no I/O. `ndup review` shows these views and changes decisions through the 
   2. the keeper (chosen by hand, else the plan's) is kept;
   3. an action chosen by hand (keep or delete) wins;
   4. a member whose contents were marked "not duplicates" together with the keeper's is kept;
-  5. otherwise the plan's proposal: delete in exact and copy groups, review (= left alone) in similar ones.
+  5. otherwise the plan's proposal: delete in exact and copy groups, review (= left alone) for similar
+     shots and files in protected folders; the plan's keeper, when another was chosen, is deleted
+     (left for review in a similar group).
 """
 
 from __future__ import annotations
@@ -95,11 +97,12 @@ def view(
             actions[m.path], why[m.path] = decision.actions[m.path], f"{decision.actions[m.path]} chosen in review"
         elif ignored.together(hashes.get(m.path), hashes.get(keep)):
             actions[m.path], why[m.path] = "keep", "marked not a duplicate of the keeper"
-        elif group.tier == "similar":
-            actions[m.path], why[m.path] = "review", m.reason
-        else:
-            actions[m.path] = "delete"
-            why[m.path] = m.reason if keep == group.keep else "not the keeper chosen in review"
+        elif m.action == "keep":  # the plan's keeper, now that another was chosen in review
+            actions[m.path] = "review" if group.tier == "similar" else "delete"
+            why[m.path] = "not the keeper chosen in review"
+        else:  # as the plan proposes: delete, or review (similar shots, protected folders)
+            actions[m.path] = m.action
+            why[m.path] = m.reason if keep == group.keep or m.action == "review" else "not the keeper chosen in review"
     return GroupView(group, signature(group, hashes), hashes, decision, status, keep, actions, why)
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from conftest import photo, save, scan
@@ -35,6 +36,12 @@ def test_the_plan_stands_until_someone_decides():
     assert v.actions == {"/p/a": "keep", "/p/b": "delete", "/p/c": "delete"}
     s = view(group("similar"), HASHES, None, IgnoreIndex())
     assert s.actions == {"/p/a": "keep", "/p/b": "review", "/p/c": "review"} and s.to_delete() == []
+    g = group()
+    protected = Group(g.id, g.tier, g.keep, (*g.members[:2], replace(g.members[2], action="review")))
+    p = view(protected, HASHES, None, IgnoreIndex())  # the plan leaves files in protected folders alone
+    assert p.actions["/p/c"] == "review" and [m.path for m in p.to_delete()] == ["/p/b"]
+    p = view(protected, HASHES, choose_keeper(p, "/p/b"), IgnoreIndex())
+    assert p.actions == {"/p/a": "delete", "/p/b": "keep", "/p/c": "review"}
 
 
 def test_a_new_keeper_and_toggles_win_over_the_plan():
