@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     pixels, aspects = load_batch(args.photos, args.batch)
     models = {"backbone": Embedder(args.device, None, "backbone"), "full": Embedder(args.device, args.weights, "full")}
     times: dict[str, list[float]] = {name: [] for name in models}
-    for name, m in models.items():  # warm-up
+    for m in models.values():  # warm-up
         m.embed(pixels[:4], aspects[:4])
     second = 0
     for _ in range(args.rounds):

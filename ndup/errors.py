@@ -12,6 +12,9 @@ class ExitCode(IntEnum):
     OK = 0
     ERROR = 1
     USAGE = 2
+    LOCKED = 3  # another ndup run holds the cache's lock
+    OVER_LIMIT = 4  # apply would act on more files than --max-delete allows; nothing was touched
+    INCOMPLETE = 5  # apply or undo finished, but some files could not be acted on (each said why)
     DUPLICATES_FOUND = 10  # only with --exit-code
     INTERRUPTED = 130
 

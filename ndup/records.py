@@ -137,3 +137,52 @@ class Plan:
     groups: tuple[Group, ...]
     failures: tuple[Failure, ...]
     summary: dict = field(default_factory=dict)
+
+
+# ---- review decisions and the apply journal (ndup review / apply / undo) -------------------------
+
+GroupStatus = Literal["open", "accepted", "not_duplicates"]
+JournalAction = Literal["trash", "move", "hardlink", "symlink", "delete"]
+# planned -> done | skipped | failed | cancelled (interrupted before the file was touched);
+# done -> undoing -> undone (or back to done with a reason when undo could not restore it)
+JournalState = Literal["planned", "done", "skipped", "failed", "cancelled", "undoing", "undone"]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDecision:
+    """What a person decided about a group in `ndup review`; keyed by the group's signature."""
+
+    status: GroupStatus = "open"
+    keep: str | None = None  # a keeper chosen by hand; None: the plan's
+    actions: dict[str, str] = field(default_factory=dict)  # path -> keep | delete, set by hand
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    apply_id: int
+    seq: int
+    group_id: int
+    action: JournalAction
+    src: str  # the duplicate acted on, at its original path
+    dest: str | None  # where it went (trash, --move-to), or the keeper a link points at
+    keeper: str
+    temp: str | None  # a temporary name the action may leave behind if interrupted
+    content_hash: str  # of src at the scan, checked before acting and after undoing
+    size: int
+    mtime_ns: int
+    mode: int
+    state: JournalState
+    reason: str = ""
+    extra: str | None = None  # action-specific: the .trashinfo file of a trashed file
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRun:
+    id: int
+    plan_run_id: int
+    action: str
+    options: dict
+    status: str  # running | done | interrupted | undone
+    started_at: float
+    finished_at: float | None
+    summary: dict = field(default_factory=dict)

@@ -218,3 +218,78 @@ def print_explanation(report: dict, console: Console) -> None:
     )
     if report.get("saved"):
         console.print(Text(f"wrote {report['saved']}"))
+
+
+# ---- ndup apply / undo / history -----------------------------------------------------------------
+
+_RESULT_STYLE = {"done": "green", "would": "cyan", "skipped": "yellow", "failed": "bold red", "already": "dim"}
+_PAST = {"trash": "trashed", "move": "moved", "hardlink": "hard-linked", "symlink": "symlinked", "delete": "deleted"}
+
+
+def result_line(result, *, undo: bool = False) -> Text:
+    """One file's outcome: `trashed  PATH  (kept KEEPER)`, `would move PATH -> DEST`, `skipped PATH: why`."""
+    if undo:
+        verb = "restored" if result.state == "done" else "not restored"
+    elif result.state == "done":
+        verb = _PAST.get(result.action, result.action)
+    elif result.state == "would":
+        verb = f"would {result.action}"
+    else:
+        verb = result.state
+    line = Text(f"{verb:<15} ", style=_RESULT_STYLE.get(result.state, ""))
+    line.append(result.src)
+    if result.state in ("done", "would") and not undo:
+        if result.action in ("move",) and result.dest:
+            line.append(f" -> {result.dest}")
+        elif result.action in ("hardlink", "symlink"):
+            line.append(f" -> link to {result.keeper}")
+        else:
+            line.append(f"  (kept {result.keeper})", style="dim")
+    if result.reason:
+        line.append(f": {result.reason}")
+    return line
+
+
+def print_result(result, console: Console, *, undo: bool = False) -> None:
+    console.print(result_line(result, undo=undo), overflow="fold")
+
+
+def apply_summary(report) -> str:
+    opts = report.options
+    done, would = report.count("done"), report.count("would")
+    parts = []
+    if opts.dry_run:
+        parts.append(f"dry run: would {opts.action} {would} files ({human_bytes(report.bytes_done)})")
+    else:
+        parts.append(f"{_PAST[opts.action]} {done} files ({human_bytes(report.bytes_done)})")
+    for state in ("already", "skipped", "failed"):
+        if report.count(state):
+            parts.append(f"{report.count(state)} {'already done' if state == 'already' else state}")
+    line = ", ".join(parts)
+    if report.apply_id is not None:
+        line = f"apply run {report.apply_id}{' (resumed)' if report.resumed else ''}: {line}"
+        if done and opts.action != "delete":
+            line += f"; undo with `ndup undo {report.apply_id}`"
+    return line
+
+
+def print_note(message: str) -> None:
+    stderr_console().print(Text(message), style="yellow" if sys.stderr.isatty() else None, soft_wrap=True)
+
+
+def print_history(runs, console: Console) -> None:
+    import datetime
+
+    if not runs:
+        console.print("No apply runs yet.")
+        return
+    table = Table(title="Apply runs", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("run", "started", "plan", "action", "status", "files", "skipped", "failed"):
+        table.add_column(col, justify="right" if col in ("run", "plan", "files", "skipped", "failed") else "left")
+    for r in runs:
+        when = datetime.datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M")
+        action = r.action + (f" to {r.options.get('move_to')}" if r.action == "move" else "")
+        s = r.summary
+        table.add_row(str(r.id), when, str(r.plan_run_id), action, r.status,
+                      str(s.get("done", "")), str(s.get("skipped", "")), str(s.get("failed", "")))  # fmt: skip
+    console.print(table)

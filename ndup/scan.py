@@ -6,7 +6,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import numpy as np
 from ndup import neighbors
 from ndup.captures import apply_captures
 from ndup.config import ScanSettings
+from ndup.decisions import IgnoreIndex
 from ndup.decode import DECODE_VERSION, analyze
 from ndup.errors import NdupError
 from ndup.group import build_groups
@@ -215,7 +216,7 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     counts.failures = len(failures)
     counts.not_images = counts.files_seen - counts.images - (len(failures) - len(walk_failures))
     embeddings = store.embeddings((im.facts.content_hash for im in images), model_id) if needs_embedding else {}
-    clusters, verdicts = match(images, embeddings, settings)
+    clusters, verdicts = match(images, embeddings, settings, IgnoreIndex(store.ignored_hash_sets()))
     if on_matched is not None:
         on_matched(images, verdicts)
     counts.elapsed_s = round(time.monotonic() - started, 3)
@@ -239,9 +240,14 @@ class _AllHashes(set):
 
 
 def match(
-    images: list[ImageRecord], embeddings: dict[str, tuple[np.ndarray, dict]], settings: ScanSettings
+    images: list[ImageRecord],
+    embeddings: dict[str, tuple[np.ndarray, dict]],
+    settings: ScanSettings,
+    ignore: IgnoreIndex | None = None,
 ) -> tuple[list, list[PairVerdict]]:
-    """Candidate pairs (kNN + hash buckets) -> verdicts -> clusters."""
+    """Candidate pairs (kNN + hash buckets) -> verdicts -> clusters.
+
+    `ignore` holds what a person marked "not duplicates" in review: those pairs never match again."""
     if len(images) < 2:
         return [], []
     hashes = [im.facts.content_hash for im in images]
@@ -279,6 +285,10 @@ def match(
     verdicts = apply_captures(
         images, vectors, verdicts, burst_seconds=settings.burst_seconds, burst_similarity=settings.burst_similarity
     )
+    if ignore is not None and ignore.sets:
+        verdicts = [
+            replace(v, tier=None) if v.tier and ignore.together(hashes[v.a], hashes[v.b]) else v for v in verdicts
+        ]
     policy, pick = keeper_policies(settings.prefer, settings.pick)
     clusters = build_groups(
         len(images),

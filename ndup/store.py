@@ -19,7 +19,21 @@ import numpy as np
 from sqlite_utils import Database, Migrations
 
 from ndup.errors import NdupError
-from ndup.records import Decoded, Failure, FileEntry, Group, ImageFacts, ImageRecord, Member, NotAnImage, Outcome, Plan
+from ndup.records import (
+    ApplyRun,
+    Decoded,
+    Failure,
+    FileEntry,
+    Group,
+    GroupDecision,
+    ImageFacts,
+    ImageRecord,
+    JournalEntry,
+    Member,
+    NotAnImage,
+    Outcome,
+    Plan,
+)
 
 migrations = Migrations("ndup")
 
@@ -97,6 +111,41 @@ def m002_capture_metadata(db: Database) -> None:
         table.add_column(name, kind)
 
 
+@migrations()
+def m003_review_decisions(db: Database) -> None:
+    """What people decide in `ndup review`, and the "not duplicates" ignore list.
+
+    Decisions are keyed by a group's signature (its members' paths and content hashes), so they
+    carry over to later scans that find the same group, and lapse when any member changes.
+    """
+    db["group_decisions"].create(
+        {"signature": str, "status": str, "keep_path": str, "tier": str, "run_id": int, "group_id": int,
+         "updated_at": float},
+        pk="signature",
+    )  # fmt: skip
+    db["member_decisions"].create({"signature": str, "path": str, "action": str}, pk=("signature", "path"))
+    db["ignore_sets"].create({"set_id": str, "paths": str, "created_at": float}, pk="set_id")
+    db["ignore_members"].create({"set_id": str, "content_hash": str}, pk=("set_id", "content_hash"))
+    db["ignore_members"].create_index(["content_hash"])
+
+
+@migrations()
+def m004_apply_journal(db: Database) -> None:
+    """`ndup apply` runs and their journal: one row per file, written before and after it is touched."""
+    db["apply_runs"].create(
+        {"id": int, "plan_run_id": int, "action": str, "options": str, "status": str, "pid": int,
+         "started_at": float, "finished_at": float, "summary": str},
+        pk="id",
+    )  # fmt: skip
+    db["journal"].create(
+        {"apply_id": int, "seq": int, "group_id": int, "action": str, "src": str, "dest": str, "keeper": str,
+         "temp": str, "content_hash": str, "size": int, "mtime_ns": int, "mode": int, "state": str,
+         "reason": str, "extra": str, "updated_at": float},
+        pk=("apply_id", "seq"),
+    )  # fmt: skip
+    db["journal"].create_index(["src"])
+
+
 _M002_COLUMNS = {
     "subtype": str,
     "capture_time": str,
@@ -114,7 +163,7 @@ _BOOL_FACTS = ("lossless", "has_gps")
 
 
 @migrations()
-def m003_embedding_aux(db: Database) -> None:
+def m005_embedding_aux(db: Database) -> None:
     """Issue 3: what the alignment stage did (orientation, affine window) and the aligned image's pHash."""
     db["embeddings"].add_column("aux", str)
 
@@ -325,6 +374,184 @@ class Store:
             )
         )
         return Plan(run_id=run_id, groups=groups, failures=failures, summary=json.loads(run[0] or "{}"))
+
+    def require_plan(self, run_id: int | None = None) -> Plan:
+        """load_plan, or the error a person sees when there is nothing to show or act on."""
+        plan = self.load_plan(run_id)
+        if plan is None:
+            what = f"no finished scan with run id {run_id}" if run_id is not None else "no plan yet in this cache"
+            raise NdupError(what, hint="run `ndup scan FOLDER` first, or name the cache with --db")
+        return plan
+
+    def run_roots(self, run_id: int) -> list[str]:
+        row = self.db.conn.execute("SELECT roots FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else []
+
+    def file_states(self, paths: Iterable[str]) -> dict[str, tuple[int, int, str | None]]:
+        """(size, mtime_ns, content_hash) of each path as the last scan saw it."""
+        out: dict[str, tuple[int, int, str | None]] = {}
+        for chunk in _chunks(list(set(paths)), 900):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT path, size, mtime_ns, content_hash FROM files WHERE path IN ({marks})"
+            for path, size, mtime_ns, content_hash in self.db.conn.execute(sql, chunk):
+                out[path] = (size, mtime_ns, content_hash)
+        return out
+
+    # ---- review decisions and the ignore list --------------------------------------------------
+    def group_decisions(self, signatures: Iterable[str]) -> dict[str, GroupDecision]:
+        wanted = list(set(signatures))
+        rows: dict[str, tuple[str, str | None]] = {}
+        actions: dict[str, dict[str, str]] = {}
+        for chunk in _chunks(wanted, 900):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT signature, status, keep_path FROM group_decisions WHERE signature IN ({marks})"
+            for sig, status, keep in self.db.conn.execute(sql, chunk):
+                rows[sig] = (status, keep)
+            sql = f"SELECT signature, path, action FROM member_decisions WHERE signature IN ({marks})"
+            for sig, path, action in self.db.conn.execute(sql, chunk):
+                actions.setdefault(sig, {})[path] = action
+        return {
+            sig: GroupDecision(status=status, keep=keep, actions=actions.get(sig, {}))
+            for sig, (status, keep) in rows.items()
+        }
+
+    def save_group_decision(self, signature: str, decision: GroupDecision, *, run_id: int, group: Group) -> None:
+        """Replace what is stored for one group, in one transaction (saved as each key is pressed)."""
+        with self.db.atomic():
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO group_decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (signature, decision.status, decision.keep, group.tier, run_id, group.id, time.time()),
+            )
+            self.db.conn.execute("DELETE FROM member_decisions WHERE signature = ?", (signature,))
+            self.db.conn.executemany(
+                "INSERT INTO member_decisions VALUES (?, ?, ?)",
+                [(signature, path, action) for path, action in decision.actions.items()],
+            )
+
+    def clear_group_decision(self, signature: str) -> None:
+        with self.db.atomic():
+            self.db.conn.execute("DELETE FROM group_decisions WHERE signature = ?", (signature,))
+            self.db.conn.execute("DELETE FROM member_decisions WHERE signature = ?", (signature,))
+
+    @staticmethod
+    def _ignore_set_id(content_hashes: Iterable[str]) -> str:
+        import hashlib
+
+        return hashlib.sha256("\n".join(sorted(set(content_hashes))).encode()).hexdigest()[:32]
+
+    def add_ignore_set(self, content_hashes: Iterable[str], paths: Iterable[str] = ()) -> None:
+        """Remember that files with these contents are not duplicates of each other."""
+        hashes = sorted(set(content_hashes))
+        set_id = self._ignore_set_id(hashes)
+        with self.db.atomic():
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO ignore_sets VALUES (?, ?, ?)", (set_id, json.dumps(sorted(paths)), time.time())
+            )
+            self.db.conn.executemany(
+                "INSERT OR IGNORE INTO ignore_members VALUES (?, ?)", [(set_id, h) for h in hashes]
+            )
+
+    def remove_ignore_set(self, content_hashes: Iterable[str]) -> None:
+        set_id = self._ignore_set_id(content_hashes)
+        with self.db.atomic():
+            self.db.conn.execute("DELETE FROM ignore_sets WHERE set_id = ?", (set_id,))
+            self.db.conn.execute("DELETE FROM ignore_members WHERE set_id = ?", (set_id,))
+
+    def ignored_hash_sets(self) -> list[frozenset[str]]:
+        """Sets of content hashes a person marked "not duplicates": no two files whose contents are in
+        one set are duplicates of each other (a set of one hash: identical copies that are all wanted)."""
+        sets: dict[str, set[str]] = {}
+        for set_id, content_hash in self.db.conn.execute("SELECT set_id, content_hash FROM ignore_members"):
+            sets.setdefault(set_id, set()).add(content_hash)
+        return [frozenset(s) for _, s in sorted(sets.items())]
+
+    # ---- apply runs and their journal ----------------------------------------------------------
+    def durable(self) -> None:
+        """Make every later commit survive a power cut, not only a crash (the journal needs it)."""
+        self.db.execute("PRAGMA synchronous=FULL")
+
+    def begin_apply(self, plan_run_id: int, action: str, options: dict) -> int:
+        with self.db.atomic():
+            cur = self.db.conn.execute(
+                "INSERT INTO apply_runs (plan_run_id, action, options, status, pid, started_at) "
+                "VALUES (?, ?, ?, 'running', ?, ?)",
+                (plan_run_id, action, json.dumps(options), os.getpid(), time.time()),
+            )
+        return int(cur.lastrowid)
+
+    def set_apply_status(self, apply_id: int, status: str, summary: dict | None = None) -> None:
+        with self.db.atomic():
+            self.db.conn.execute(
+                "UPDATE apply_runs SET status = ?, finished_at = ?, summary = coalesce(?, summary) WHERE id = ?",
+                (status, time.time(), json.dumps(summary) if summary is not None else None, apply_id),
+            )
+
+    def apply_runs(self, status: str | None = None) -> list[ApplyRun]:
+        sql = "SELECT id, plan_run_id, action, options, status, started_at, finished_at, summary FROM apply_runs"
+        where, args = (" WHERE status = ?", (status,)) if status else ("", ())
+        rows = self.db.conn.execute(sql + where + " ORDER BY id", args)
+        return [
+            ApplyRun(i, p, a, json.loads(o or "{}"), s, t0, t1, json.loads(summ or "{}"))
+            for i, p, a, o, s, t0, t1, summ in rows
+        ]
+
+    def apply_run(self, apply_id: int) -> ApplyRun | None:
+        return next((r for r in self.apply_runs() if r.id == apply_id), None)
+
+    def journal_plan(self, entry: JournalEntry) -> JournalEntry:
+        """Record, and commit, that a file is about to be touched. Returns the entry with its seq."""
+        seq = entry.seq or self.next_seq(entry.apply_id)
+        with self.db.atomic():
+            row = dict(zip(_JOURNAL_COLS, _journal_values(entry)))
+            row.update(seq=seq, updated_at=time.time())
+            marks = ",".join("?" * len(row))
+            self.db.conn.execute(f"INSERT INTO journal ({','.join(row)}) VALUES ({marks})", list(row.values()))
+        return self.journal_entry(entry.apply_id, seq)
+
+    def next_seq(self, apply_id: int) -> int:
+        sql = "SELECT coalesce(max(seq), 0) + 1 FROM journal WHERE apply_id = ?"
+        return int(self.db.conn.execute(sql, (apply_id,)).fetchone()[0])
+
+    def journal_set(self, entry: JournalEntry, state: str, reason: str = "", **changes) -> JournalEntry:
+        """Move one journal entry to a new state (and update dest/temp/extra), committed at once."""
+        allowed = {"dest", "temp", "extra"}
+        assert set(changes) <= allowed, changes
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self.db.atomic():
+            self.db.conn.execute(
+                f"UPDATE journal SET state = ?, reason = ?, updated_at = ?{', ' + sets if sets else ''} "
+                "WHERE apply_id = ? AND seq = ?",
+                (state, reason, time.time(), *changes.values(), entry.apply_id, entry.seq),
+            )
+        return self.journal_entry(entry.apply_id, entry.seq)
+
+    def journal(self, apply_id: int) -> list[JournalEntry]:
+        sql = f"SELECT {','.join(_JOURNAL_COLS)} FROM journal WHERE apply_id = ? ORDER BY seq"
+        return [JournalEntry(*r) for r in self.db.conn.execute(sql, (apply_id,))]
+
+    def journal_entry(self, apply_id: int, seq: int) -> JournalEntry:
+        sql = f"SELECT {','.join(_JOURNAL_COLS)} FROM journal WHERE apply_id = ? AND seq = ?"
+        return JournalEntry(*self.db.conn.execute(sql, (apply_id, seq)).fetchone())
+
+    def journal_done_for(self, paths: Iterable[str]) -> dict[str, JournalEntry]:
+        """The latest entry per path that an apply carried out and nobody undid."""
+        out: dict[str, JournalEntry] = {}
+        cols = ",".join(_JOURNAL_COLS)
+        for chunk in _chunks(list(set(paths)), 900):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {cols} FROM journal WHERE state = 'done' AND src IN ({marks}) ORDER BY apply_id, seq"
+            for r in self.db.conn.execute(sql, chunk):
+                entry = JournalEntry(*r)
+                out[entry.src] = entry
+        return out
+
+
+_JOURNAL_COLS = ("apply_id", "seq", "group_id", "action", "src", "dest", "keeper", "temp", "content_hash", "size",
+                 "mtime_ns", "mode", "state", "reason", "extra")  # fmt: skip
+
+
+def _journal_values(entry: JournalEntry) -> tuple:
+    return tuple(getattr(entry, c) for c in _JOURNAL_COLS)
 
 
 _EMPTY_FACTS = dict.fromkeys(("kind", "reason", *_FACT_COLUMNS))

@@ -138,7 +138,13 @@ def test_an_old_cache_is_migrated_and_its_files_read_again(tmp_path):
     assert plan.summary["decoded"] == 1
     store = Store.open(db_path)
     try:
-        assert [m.name for m in migrations.applied(store.db)] == ["m001_initial", "m002_capture_metadata"]
+        assert [m.name for m in migrations.applied(store.db)] == [
+            "m001_initial",
+            "m002_capture_metadata",
+            "m003_review_decisions",
+            "m004_apply_journal",
+            "m005_embedding_aux",
+        ]
         [rec] = store.image_records([str(a)])
         assert rec.facts.lens == "Old 50mm" and rec.facts.capture_time == "2023-07-14T10:22:05"
         assert rec.facts.sharpness and rec.facts.clipped is not None

@@ -178,3 +178,18 @@ def test_worker_processes_give_the_same_result(tmp_path, library):
     assert [(g.tier, g.keep, {m.path for m in g.members}) for g in one.groups] == [
         (g.tier, g.keep, {m.path for m in g.members}) for g in two.groups
     ]
+
+
+def test_pairs_marked_not_duplicates_in_review_never_group_again(tmp_path):
+    lib = tmp_path / "lib"
+    a = save(photo(41), lib / "a.jpg", quality=95)
+    save(photo(41), lib / "a_q60.jpg", quality=60)
+    db = tmp_path / "ndup.db"
+    [g] = [g for g in scan(lib, db).groups if g.tier == "copy"]
+    store = Store.open(db)
+    try:
+        hashes = [r.facts.content_hash for r in store.image_records([m.path for m in g.members])]
+        store.add_ignore_set(hashes, [m.path for m in g.members])
+    finally:
+        store.close()
+    assert group_of(scan(lib, db), a) is None

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ndup.cli.common import DbOption, ExitCodeOption, JsonOption, app, db_path, handle_errors, print_json
-from ndup.errors import ExitCode, NdupError
+from ndup.errors import ExitCode
 from ndup.records import Plan
 
 plan_app = typer.Typer(help="Show the keep/delete plans stored in the cache.", no_args_is_help=True)
@@ -37,12 +37,9 @@ def _show(db, run: int | None, json_output: bool, exit_code: bool) -> None:
 
     store = Store.open(db_path(db))
     try:
-        plan = store.load_plan(run)
+        plan = store.require_plan(run)
     finally:
         store.close()
-    if plan is None:
-        what = f"no finished scan with run id {run}" if run is not None else "no plan yet in this cache"
-        raise NdupError(what, hint="run `ndup scan FOLDER` first, or name the cache with --db")
     finish_with_plan(plan, json_output=json_output, exit_code=exit_code)
 
 

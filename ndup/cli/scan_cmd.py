@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ndup.cli import apply_cmd as cron
 from ndup.cli.common import (
     DbOption,
     Device,
@@ -101,11 +102,19 @@ def scan(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     exit_code: ExitCodeOption = False,
+    apply: Annotated[bool, typer.Option("--apply", help="Then clean up, as `ndup apply` (see --yes).")] = False,
+    yes: cron.YesOption = False,
+    action: cron.ActionOption = None,
+    move_to: cron.MoveToOption = None,
+    max_delete: cron.MaxDeleteOption = None,
+    tier: cron.TierOption = None,
+    log_file: cron.LogFileOption = None,
 ) -> None:
     """Scan folders for duplicate photos and write a keep/delete plan to the cache.
 
     A rescan reads only files that are new or changed since the last scan. Flags override the
-    config file (see `ndup config show`).
+    config file (see `ndup config show`). With --apply --yes it runs unattended (cron): no prompts,
+    no progress bars, one run per cache at a time; --protect then also guards the clean-up.
     """
     from ndup.config import scan_settings
     from ndup.render import RichProgress
@@ -128,6 +137,13 @@ def scan(
     }
     flags = {key: (value, f"flag {flag}") for key, (flag, value) in given.items() if value is not None}
     settings = scan_settings(roots, flags)
-    with RichProgress(enabled=None if not (quiet or json_output) else False) as progress:
-        plan = run_scan(settings, progress)
+    from ndup.lock import cache_lock
+
+    apply_opts = cron.cron_options(apply=apply, yes=yes, action=action, move_to=move_to, max_delete=max_delete,
+                                   tier=tier, protect=settings.protect)  # fmt: skip
+    with cron.log_to(log_file), cache_lock(settings.db_path):
+        with RichProgress(enabled=None if not (quiet or json_output) else False) as progress:
+            plan = run_scan(settings, progress)
+        if apply_opts is not None:
+            return cron.finish_with_apply(plan, apply_opts, settings.db_path, json_output=json_output)
     finish_with_plan(plan, json_output=json_output, exit_code=exit_code)

@@ -23,7 +23,7 @@ from torch import nn
 
 ORIENTATIONS = 8
 THUMB_SIDE = 64  # the canonicalizer's and localisation network's view of the image
-MAX_ANGLE = math.radians(25.0)
+MAX_ANGLE = math.radians(30.0)
 MIN_SCALE = 0.6  # the window never covers less than 60% of the side
 # An image turned counter-clockwise by t (as Pillow and torchvision rotate) is undone by angle = -t.
 UNDO_SIGN = -1.0
@@ -126,37 +126,92 @@ def oriented_aspect(aspect: torch.Tensor, orientation: torch.Tensor) -> torch.Te
     return torch.where(orientation % 2 == 1, 1.0 / aspect, aspect)
 
 
+_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+ORIENTATION_SIDE = 128  # long side of the aspect-correct thumbnail whose edges the angle is read from
+ORIENTATION_GRID = 16
+
+
+def edge_orientations(x: torch.Tensor, aspect: torch.Tensor, side: int = ORIENTATION_SIDE) -> torch.Tensor:
+    """Per-cell edge evidence in the picture's true proportions: (N, 3, G, G) of m*cos(4p), m*sin(4p), m.
+
+    m is the gradient magnitude and p its direction. Quadrupling the angle makes directions 90 degrees
+    apart count alike, so a tilted horizon and tilted verticals both say "turn by this much".
+    """
+    cells = []
+    for img, r in zip(x, aspect.tolist()):
+        h, w = (side, max(8, round(side * r))) if r < 1 else (max(8, round(side / r)), side)
+        t = F.interpolate(luminance(img[None]), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        k = _SOBEL.to(x)[None, None]
+        gx = F.conv2d(t, k)
+        gy = F.conv2d(t, k.transpose(2, 3))
+        m = torch.sqrt(gx**2 + gy**2 + 1e-8)
+        p = torch.atan2(gy, gx)
+        field = torch.cat([m * torch.cos(4 * p), m * torch.sin(4 * p), m], dim=1)
+        cells.append(F.adaptive_avg_pool2d(field, ORIENTATION_GRID))
+    return torch.cat(cells) / (torch.cat(cells)[:, 2:3].mean(dim=(2, 3), keepdim=True) + 1e-4)
+
+
 class AffineAligner(nn.Module):
-    """Localisation network -> (angle, scale, tx, ty) -> affine grid -> bilinear sampler."""
+    """Localisation network -> (angle, scale, tx, ty) -> affine grid -> bilinear sampler.
 
-    def __init__(self, width: int = 32):
+    The angle comes from a learned, weighted vote of the picture's edge directions: a small CNN looks
+    at the per-cell edge evidence and decides which cells to trust (long straight lines, not foliage)
+    and how confident to be overall. It is trained so that a copy turned by a few degrees and its
+    original land in the same frame. Scale and centre (the optional `frame` head, a second small CNN
+    on the thumbnail) stay at the identity in the shipped model.
+    """
+
+    def __init__(self, width: int = 32, frame: bool = False):
         super().__init__()
-        self.loc = nn.Sequential(
-            nn.Conv2d(3, width, 5, stride=2, padding=2),
+        # Whether there is a scale/centre head. Trained to frame the same content in a crop and in its
+        # original, it moved re-encoded copies apart more than it brought crops together
+        # (docs/benchmarks.md), so the shipped model aligns rotation only.
+        self.register_buffer("frame_enabled", torch.tensor(frame))
+        self.vote = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.Conv2d(width, width, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(4 * width, 4 * width, 3, stride=2, padding=1),
-            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2, 1),  # per-cell trust logit, per-cell confidence evidence
         )
-        self.fc = nn.Sequential(nn.Linear(4 * width * 16 + 4 * width, 64), nn.ReLU(inplace=True), nn.Linear(64, 4))
-        # Start as the identity transform: angle 0, scale 1, centred.
-        nn.init.zeros_(self.fc[-1].weight)
-        with torch.no_grad():
-            self.fc[-1].bias.copy_(torch.tensor([0.0, 4.0, 0.0, 0.0]))
+        if frame:
+            self.loc = nn.Sequential(
+                nn.Conv2d(3, width, 5, stride=2, padding=2),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(4 * width, 4 * width, 3, stride=2, padding=1),
+                nn.ReLU(inplace=True),
+            )
+            self.fc = nn.Sequential(nn.Linear(4 * width * 16 + 4 * width, 64), nn.ReLU(inplace=True), nn.Linear(64, 3))
+            # Start as the identity: scale 1, centred.
+            nn.init.zeros_(self.fc[-1].weight)
+            with torch.no_grad():
+                self.fc[-1].bias.copy_(torch.tensor([4.0, 0.0, 0.0]))
 
-    def params(self, x: torch.Tensor) -> torch.Tensor:
+    def params(self, x: torch.Tensor, aspect: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 4): angle in radians, scale in [MIN_SCALE, 1], centre x and y in [-1, 1] coordinates."""
+        if aspect is None:
+            aspect = torch.ones(x.shape[0], device=x.device)
+        cells = edge_orientations(x, aspect)
+        vote = self.vote(cells)
+        trust = torch.softmax(vote[:, 0].flatten(1), dim=1).view_as(vote[:, 0])
+        c = (trust * cells[:, 0]).sum(dim=(1, 2))
+        s = (trust * cells[:, 1]).sum(dim=(1, 2))
+        confidence = torch.sigmoid(vote[:, 1].mean(dim=(1, 2)) + 2.0)
+        angle = (confidence * torch.atan2(s, c + 1e-6) / 4).clamp(-MAX_ANGLE, MAX_ANGLE)
+        if not bool(self.frame_enabled):
+            one, zero = torch.ones_like(angle), torch.zeros_like(angle)
+            return torch.stack([angle, one, zero, zero], dim=1)
         f = self.loc(_standardise(thumbnail(x)))
         pooled = torch.cat([F.adaptive_avg_pool2d(f, 4).flatten(1), f.amax(dim=(2, 3))], dim=1)
         raw = self.fc(pooled)
-        angle = torch.tanh(raw[:, 0]) * MAX_ANGLE
-        scale = MIN_SCALE + (1 - MIN_SCALE) * torch.sigmoid(raw[:, 1])
+        scale = MIN_SCALE + (1 - MIN_SCALE) * torch.sigmoid(raw[:, 0])
         room = 1 - scale  # keep the window inside the image
-        tx = torch.tanh(raw[:, 2]) * room
-        ty = torch.tanh(raw[:, 3]) * room
+        tx = torch.tanh(raw[:, 1]) * room
+        ty = torch.tanh(raw[:, 2]) * room
         return torch.stack([angle, scale, tx, ty], dim=1)
 
     @staticmethod
@@ -179,5 +234,5 @@ class AffineAligner(nn.Module):
     def forward(
         self, x: torch.Tensor, side: int, aspect: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        params = self.params(x)
+        params = self.params(x, aspect)
         return self.sample(x, params, side, aspect), params
