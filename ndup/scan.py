@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ndup import neighbors
+from ndup import neighbors, structure
 from ndup.captures import apply_captures
 from ndup.config import ScanSettings
 from ndup.decisions import IgnoreIndex
@@ -105,20 +105,23 @@ def embedder_model_id(settings: ScanSettings) -> str:
     return model_id(settings.weights, settings.variant)
 
 
-def _cache_entry(out: dict, i: int) -> tuple[np.ndarray, dict]:
+def _cache_entry(out: dict, i: int) -> tuple[np.ndarray, dict, bytes]:
     """One image's model output as the cache keeps it: the descriptor (followed by the second
-    orientation hypothesis's, when there is one) and the facts about the alignment, JSON-ready."""
+    orientation hypothesis's, when there is one), the facts about the alignment (JSON-ready) and the
+    aligned thumbnail(s) for the pixel-level check."""
     aux = {"phash": format(int(out["phash"][i]), "016x")}
     if "orientation" in out:
         aux["orientation"] = int(out["orientation"][i])
     if "affine" in out:
         aux["affine"] = [round(float(v), 5) for v in out["affine"][i]]
     vector = out["vector"][i]
+    thumb = structure.encode(out["thumb"][i])
     if "alt_vector" in out and not np.isnan(out["alt_vector"][i]).any():
         aux["alt_phash"] = format(int(out["alt_phash"][i]), "016x")
         aux["alt_orientation"] = int(out["alt_orientation"][i])
         vector = np.concatenate([vector, out["alt_vector"][i]])
-    return vector, aux
+        thumb += structure.encode(out["alt_thumb"][i])
+    return vector, aux, thumb
 
 
 def _split_cached(vector: np.ndarray, aux: dict) -> tuple[np.ndarray, np.ndarray | None]:
@@ -216,7 +219,9 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     counts.failures = len(failures)
     counts.not_images = counts.files_seen - counts.images - (len(failures) - len(walk_failures))
     embeddings = store.embeddings((im.facts.content_hash for im in images), model_id) if needs_embedding else {}
-    clusters, verdicts = match(images, embeddings, settings, IgnoreIndex(store.ignored_hash_sets()))
+    clusters, verdicts = match(
+        images, embeddings, settings, IgnoreIndex(store.ignored_hash_sets()), lambda h: store.thumbnail(h, model_id)
+    )
     if on_matched is not None:
         on_matched(images, verdicts)
     counts.elapsed_s = round(time.monotonic() - started, 3)
@@ -225,6 +230,26 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     progress.done()
     policy, pick = keeper_policies(settings.prefer, settings.pick)
     return make_plan(run_id, images, clusters, failures, summary, policy, pick, settings.protect)
+
+
+def _thumb_lookup(hashes: list[str], fetch: Callable[[str], bytes | None]):
+    """(image, second hypothesis?) -> prepared thumbnail, fetched from the cache on first use."""
+    cache: dict[str, tuple[np.ndarray, np.ndarray | None] | None] = {}
+
+    def lookup(i: int, alt: bool) -> np.ndarray | None:
+        h = hashes[i]
+        if h not in cache:
+            blob = fetch(h)
+            if not blob:
+                cache[h] = None
+            else:
+                first, rest = structure.decode(blob)
+                second = structure.decode(rest)[0] if rest else None
+                cache[h] = (structure.prepare(first), None if second is None else structure.prepare(second))
+        pair = cache[h]
+        return None if pair is None else pair[1 if alt and pair[1] is not None else 0]
+
+    return lookup
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -244,6 +269,7 @@ def match(
     embeddings: dict[str, tuple[np.ndarray, dict]],
     settings: ScanSettings,
     ignore: IgnoreIndex | None = None,
+    thumbnail: Callable[[str], bytes | None] | None = None,
 ) -> tuple[list, list[PairVerdict]]:
     """Candidate pairs (kNN + hash buckets) -> verdicts -> clusters.
 
@@ -279,7 +305,8 @@ def match(
         found = neighbors.knn_pairs(rows, settings.neighbors, min_similarity=CANDIDATE_MIN_COSINE, owners=owners)
         candidates |= set(found)
     pairs = np.array(sorted(candidates), dtype=np.int64).reshape(-1, 2)
-    inputs = PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash)
+    thumbs = _thumb_lookup(hashes, thumbnail) if thumbnail else None
+    inputs = PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash, thumbs)
     verdicts = verifier_for(settings).verdicts(inputs, pairs)
     # bursts (same camera, seconds apart) become similar pairs; RAW+JPEG pairs of one capture never match
     verdicts = apply_captures(

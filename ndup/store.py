@@ -164,8 +164,10 @@ _BOOL_FACTS = ("lossless", "has_gps")
 
 @migrations()
 def m005_embedding_aux(db: Database) -> None:
-    """Issue 3: what the alignment stage did (orientation, affine window) and the aligned image's pHash."""
+    """Issue 3: what the alignment stage did (orientation, rotation), the aligned image's pHash, and
+    the aligned greyscale thumbnail(s) the pixel-level pair check compares (ndup.structure)."""
     db["embeddings"].add_column("aux", str)
+    db["embeddings"].add_column("thumb", bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +266,7 @@ class Store:
     def write_batch(
         self,
         results: Iterable[tuple[FileEntry, Outcome]],
-        embeddings: dict[str, tuple[np.ndarray, dict]],
+        embeddings: dict[str, tuple[np.ndarray, dict, bytes]],
         model_id: str,
         decoder_version: int,
     ) -> None:
@@ -282,8 +284,14 @@ class Store:
                 row.update(kind="failed", reason=outcome.reason)
             rows.append(row)
         vectors = [
-            {"content_hash": h, "model_id": model_id, "vector": v.astype(np.float16).tobytes(), "aux": json.dumps(aux)}
-            for h, (v, aux) in embeddings.items()
+            {
+                "content_hash": h,
+                "model_id": model_id,
+                "vector": v.astype(np.float16).tobytes(),
+                "aux": json.dumps(aux),
+                "thumb": thumb,
+            }
+            for h, (v, aux, thumb) in embeddings.items()
         ]
         with self.db.atomic():
             if rows:
@@ -305,6 +313,12 @@ class Store:
             for h, blob, aux in self.db.conn.execute(sql, [model_id, *chunk]):
                 out[h] = (np.frombuffer(blob, dtype=np.float16).astype(np.float32), json.loads(aux or "{}"))
         return out
+
+    def thumbnail(self, content_hash: str, model_id: str) -> bytes | None:
+        row = self.db.conn.execute(
+            "SELECT thumb FROM embeddings WHERE content_hash = ? AND model_id = ?", (content_hash, model_id)
+        ).fetchone()
+        return row[0] if row else None
 
     # ---- runs and plans ------------------------------------------------------------------------
     def begin_run(self, roots: list[str], settings: dict) -> int:

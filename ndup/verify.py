@@ -7,7 +7,7 @@ embeddings are cached. The threshold verifiers exist for the ablation benchmark.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from ndup.model.spec import part_bounds
 from ndup.records import ImageRecord, PairVerdict
+from ndup.structure import structure_match
 
 FEATURES = (
     "cosine",  # of the full descriptors
@@ -28,7 +29,12 @@ FEATURES = (
     "dhash",
     "aspect",  # |log aspect ratio| difference, a quarter turn allowed
     "pixels",  # |log| ratio of pixel counts
+    "structure",  # best correlation of one aligned thumbnail inside the other (ndup.structure)
+    "structure_worst",  # the worst-matching block at that fit: what moved between two shots
 )
+# Pairs less alike than this are not worth the pixel-level check (they are never copies anyway).
+STRUCTURE_GATE = 0.75
+NOT_CHECKED = -1.0
 CLASSES = ("different", "similar", "copy")
 
 
@@ -55,6 +61,9 @@ class PairInputs:
     # The second orientation hypothesis of ambiguous images: NaN rows (and 0 hashes) where there is none.
     alt_vectors: np.ndarray | None = None
     alt_phash_aligned: np.ndarray | None = None
+    # (image index, second hypothesis?) -> the prepared aligned thumbnail (ndup.structure), or None.
+    # A function, so that a scan loads thumbnails only for the pairs that need the pixel-level check.
+    thumbs: Callable[[int, bool], np.ndarray | None] | None = None
 
     @classmethod
     def from_records(
@@ -64,6 +73,7 @@ class PairInputs:
         aligned: Sequence[str | int],
         alt_vectors: np.ndarray | None = None,
         alt_aligned: Sequence[str | int] | None = None,
+        thumbs: Callable[[int, bool], np.ndarray | None] | None = None,
     ):
         return cls(
             vectors=vectors,
@@ -75,32 +85,38 @@ class PairInputs:
             content_hash=np.array([im.facts.content_hash for im in images], dtype=object),
             alt_vectors=alt_vectors,
             alt_phash_aligned=None if alt_aligned is None else _bits(alt_aligned),
+            thumbs=thumbs,
         )
 
-    def hypotheses(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """For each pair, the descriptors and aligned hashes of the hypotheses that agree best."""
+    def hypotheses(self, pairs: np.ndarray):
+        """For each pair, the descriptors and aligned hashes of the hypotheses that agree best, and
+        whether each side's is its second hypothesis."""
         a, b = pairs[:, 0], pairs[:, 1]
         va, vb = self.vectors[a].astype(np.float64), self.vectors[b].astype(np.float64)
         ha, hb = self.phash_aligned[a], self.phash_aligned[b]
+        use_a, use_b = np.zeros(len(pairs), dtype=bool), np.zeros(len(pairs), dtype=bool)
         if self.alt_vectors is None:
-            return va, vb, ha, hb
+            return va, vb, ha, hb, use_a, use_b
         best = np.einsum("ij,ij->i", va, vb)
         alt_a, alt_b = self.alt_vectors[a].astype(np.float64), self.alt_vectors[b].astype(np.float64)
         alt_ha, alt_hb = self.alt_phash_aligned[a], self.alt_phash_aligned[b]
         out_a, out_b, out_ha, out_hb = va.copy(), vb.copy(), ha.copy(), hb.copy()
-        for xa, xb, xha, xhb in ((alt_a, vb, alt_ha, hb), (va, alt_b, ha, alt_hb), (alt_a, alt_b, alt_ha, alt_hb)):
+        combos = ((alt_a, vb, alt_ha, hb, True, False), (va, alt_b, ha, alt_hb, False, True))
+        combos += ((alt_a, alt_b, alt_ha, alt_hb, True, True),)
+        for xa, xb, xha, xhb, alt_side_a, alt_side_b in combos:
             cos = np.nan_to_num(np.einsum("ij,ij->i", xa, xb), nan=-2.0)
             better = cos > best
             best = np.where(better, cos, best)
             out_a[better], out_b[better] = xa[better], xb[better]
             out_ha[better], out_hb[better] = xha[better], xhb[better]
-        return out_a, out_b, out_ha, out_hb
+            use_a[better], use_b[better] = alt_side_a, alt_side_b
+        return out_a, out_b, out_ha, out_hb, use_a, use_b
 
 
 def pair_features(inp: PairInputs, pairs: np.ndarray) -> np.ndarray:
     """(P, 2) index pairs -> (P, len(FEATURES)) evidence, from the best-agreeing orientation hypotheses."""
     a, b = pairs[:, 0], pairs[:, 1]
-    va, vb, pha, phb = inp.hypotheses(pairs)
+    va, vb, pha, phb, alt_a, alt_b = inp.hypotheses(pairs)
     cols = [np.einsum("ij,ij->i", va, vb)]
     if va.shape[1] == part_bounds()[-1][1]:
         for lo, hi, w in part_bounds():
@@ -114,6 +130,13 @@ def pair_features(inp: PairInputs, pairs: np.ndarray) -> np.ndarray:
     la, lb = np.log(inp.width[a] / inp.height[a]), np.log(inp.width[b] / inp.height[b])
     cols.append(np.minimum(np.abs(la - lb), np.abs(la + lb)))
     cols.append(np.abs(np.log(inp.width[a] * inp.height[a]) - np.log(inp.width[b] * inp.height[b])))
+    best, worst = np.full(len(pairs), NOT_CHECKED), np.full(len(pairs), NOT_CHECKED)
+    if inp.thumbs is not None:
+        for i in np.flatnonzero(cols[0] >= STRUCTURE_GATE):
+            ta, tb = inp.thumbs(int(a[i]), bool(alt_a[i])), inp.thumbs(int(b[i]), bool(alt_b[i]))
+            if ta is not None and tb is not None:
+                best[i], worst[i], _ = structure_match(ta, tb)
+    cols += [best, worst]
     return np.stack(cols, axis=1)
 
 

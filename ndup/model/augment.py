@@ -131,8 +131,8 @@ def copy_edit(x: torch.Tensor, rng: np.random.Generator, *, right_angles: bool =
 def similar_shot(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Another capture of the same scene (viewpoint moved, parts of the scene moved, fresh noise), at its own size."""
     _, h, w = x.shape
-    # viewpoint: a small perspective change and shift
-    d = _u(rng, 0.03, 0.12)
+    # viewpoint: from a tripod (nearly none) to a hand-held re-take (a clear perspective change)
+    d = _u(rng, 0.003, 0.03) if rng.random() < 0.4 else _u(rng, 0.03, 0.12)
     start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
     end = [[px + _u(rng, -d, d) * w, py + _u(rng, -d, d) * h] for px, py in start]
     x = TF.perspective(x, start, end, interpolation=TF.InterpolationMode.BILINEAR, fill=[0.0] * 3)

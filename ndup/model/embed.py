@@ -42,6 +42,7 @@ class Embedder:
         aspect = None if aspects is None else torch.from_numpy(np.asarray(aspects, dtype=np.float32)).to(self.device)
         out = self.net(x, aspect)
         result = {
+            "thumb": [t.cpu().numpy() for t in out["thumb"]],
             "vector": out["vector"].float().cpu().numpy(),
             "phash": out["phash"].cpu().numpy().astype(np.int64).view(np.uint64),
         }
@@ -54,8 +55,11 @@ class Embedder:
         result["alt_vector"] = np.full((n, dim), np.nan, dtype=np.float32)
         result["alt_phash"] = np.zeros(n, dtype=np.uint64)
         result["alt_orientation"] = np.full(n, -1, dtype=np.int64)
+        result["alt_thumb"] = [None] * n
         if "alt_vector" in out:
             idx = out["alt_index"].cpu().numpy()
+            for i, t in zip(idx, out["alt_thumb"]):
+                result["alt_thumb"][int(i)] = t.cpu().numpy()
             result["alt_vector"][idx] = out["alt_vector"].float().cpu().numpy()
             result["alt_phash"][idx] = out["alt_phash"].cpu().numpy().astype(np.int64).view(np.uint64)
             result["alt_orientation"][idx] = out["alt_orientation"].cpu().numpy()

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ndup.model.align import AffineAligner, OrientationCanonicalizer, apply_per_sample, oriented_aspect
+from ndup.model.align import AffineAligner, OrientationCanonicalizer, apply_per_sample, luminance, oriented_aspect
 from ndup.model.backbone import EfficientNetLite0, load_backbone
 from ndup.model.descriptor import PartProjection, aligned_phash, gem, pooled_taps
 from ndup.model.spec import TAPS
+from ndup.structure import THUMB_LONG_SIDE
 
 INPUT_SIDE = 224
 
@@ -62,6 +63,7 @@ class NdupNet(nn.Module):
                 orientation = self.canonicalizer.logits(x).argmax(dim=1)
             x, info["orientation"] = apply_per_sample(x, orientation), orientation
             aspect = oriented_aspect(aspect, orientation)
+        info["aspect"] = aspect
         if self.variant.affine:
             x, info["affine"] = self.aligner(x, INPUT_SIDE, aspect)
         elif x.shape[-1] != INPUT_SIDE:
@@ -99,11 +101,25 @@ class NdupNet(nn.Module):
         """Descriptors and aligned pHashes; `alt_*` entries for images with a second orientation hypothesis."""
         aligned, info, alt_index, alt_aligned, alt_info = self.hypotheses(x, aspect)
         out = {"vector": self.describe(aligned), "phash": aligned_phash(aligned), **info, "alt_index": alt_index}
+        out["thumb"] = structure_thumbnails(aligned, info["aspect"])
         if alt_aligned is not None:
             out["alt_vector"] = self.describe(alt_aligned)
             out["alt_phash"] = aligned_phash(alt_aligned)
             out["alt_orientation"] = alt_info["orientation"]
+            out["alt_thumb"] = structure_thumbnails(alt_aligned, alt_info["aspect"])
         return out
+
+
+def structure_thumbnails(aligned: torch.Tensor, aspect: torch.Tensor) -> list[torch.Tensor]:
+    """Greyscale uint8 thumbnails of aligned views in their true proportions (ndup.structure compares them)."""
+    side = THUMB_LONG_SIDE
+    gray = luminance(aligned.clamp(0, 1))
+    out = []
+    for img, r in zip(gray, aspect.tolist()):
+        h, w = (side, max(12, round(side * r))) if r < 1 else (max(12, round(side / r)), side)
+        small = F.interpolate(img[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0, 0]
+        out.append((small * 255).round().to(torch.uint8))
+    return out
 
 
 __all__ = ["FULL", "INPUT_SIDE", "NdupNet", "Variant", "gem"]

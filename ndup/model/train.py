@@ -34,12 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ndup import structure
 from ndup.decode import load_rgb_array, perceptual_hashes
 from ndup.errors import NdupError
 from ndup.model import augment
 from ndup.model.align import UNDO_SIGN, dihedral
 from ndup.model.descriptor import aligned_phash
-from ndup.model.network import NdupNet
+from ndup.model.network import NdupNet, structure_thumbnails
 from ndup.model.spec import DESCRIPTOR_DIM
 from ndup.model.weights import save_weights
 from ndup.verify import CLASSES, FEATURES, PairInputs, pair_features
@@ -88,6 +89,8 @@ class Views:
     similar: np.ndarray  # (V,) bool: a synthetic second capture, not a copy
     phash_aligned: np.ndarray
     phash_aligned_alt: np.ndarray
+    thumbs: list  # aligned greyscale thumbnails (uint8 arrays) for the pixel-level check
+    thumbs_alt: list  # of the second hypothesis; None where there is none
     phash: np.ndarray
     dhash: np.ndarray
     width: np.ndarray
@@ -367,7 +370,10 @@ def train_aligner(net, images, val_images, cfg, rng, log) -> None:
     with torch.no_grad():
         _, val_error = batch_loss(val_images, np.random.default_rng(cfg.seed + 2))
     log.stage(
-        "aligner", started, steps=cfg.aligner_steps, validation_relative_angle_error_deg=round(math.degrees(val_error), 2)
+        "aligner",
+        started,
+        steps=cfg.aligner_steps,
+        validation_relative_angle_error_deg=round(math.degrees(val_error), 2),
     )
 
 
@@ -376,7 +382,7 @@ def train_aligner(net, images, val_images, cfg, rng, log) -> None:
 
 def make_views(net, images: list[torch.Tensor], cfg: TrainConfig, rng: np.random.Generator, threads: int) -> Views:
     """Original + copies + synthetic second captures of every photo, through alignment and backbone."""
-    pooled, pooled_alt, photo, similar, pha, pha_alt, ph, dh, wid, hei = ([] for _ in range(10))
+    pooled, pooled_alt, photo, similar, pha, pha_alt, ph, dh, wid, hei, th, th_alt = ([] for _ in range(12))
     batch_x: list[torch.Tensor] = []
     batch_aspect: list[float] = []
 
@@ -385,17 +391,22 @@ def make_views(net, images: list[torch.Tensor], cfg: TrainConfig, rng: np.random
             return
         with torch.no_grad(), torch_threads(threads):
             x = torch.stack(batch_x)
-            aligned, _, alt_index, alt_aligned, _ = net.hypotheses(x, torch.tensor(batch_aspect))
+            aligned, info, alt_index, alt_aligned, alt_info = net.hypotheses(x, torch.tensor(batch_aspect))
             p = net.pooled(aligned)
             pooled.append(p)
             pha.extend(int(v) & (2**64 - 1) for v in aligned_phash(aligned))
+            th.extend(t.numpy() for t in structure_thumbnails(aligned, info["aspect"]))
             alt = torch.full_like(p, float("nan"))
             alt_hash = np.zeros(len(x), dtype=np.uint64)
+            alt_thumbs = [None] * len(x)
             if alt_aligned is not None:
                 alt[alt_index] = net.pooled(alt_aligned)
                 alt_hash[alt_index.numpy()] = aligned_phash(alt_aligned).numpy().astype(np.int64).view(np.uint64)
+                for i, t in zip(alt_index.tolist(), structure_thumbnails(alt_aligned, alt_info["aspect"])):
+                    alt_thumbs[i] = t.numpy()
             pooled_alt.append(alt)
             pha_alt.extend(alt_hash)
+            th_alt.extend(alt_thumbs)
         batch_x.clear()
         batch_aspect.clear()
 
@@ -428,6 +439,8 @@ def make_views(net, images: list[torch.Tensor], cfg: TrainConfig, rng: np.random
         similar=np.array(similar),
         phash_aligned=np.array(pha, dtype=np.uint64),
         phash_aligned_alt=np.array(pha_alt, dtype=np.uint64),
+        thumbs=th,
+        thumbs_alt=th_alt,
         phash=np.array(ph, dtype=np.uint64),
         dhash=np.array(dh, dtype=np.uint64),
         width=np.array(wid, dtype=np.float64),
@@ -518,9 +531,15 @@ def view_inputs(net, views: Views) -> PairInputs:
         alt = np.full_like(vectors, np.nan)
         if has_alt.any():
             alt[has_alt.numpy()] = net.projection(views.pooled_alt[has_alt]).numpy()
+    prepared = [structure.prepare(t) for t in views.thumbs]
+    prepared_alt = [None if t is None else structure.prepare(t) for t in views.thumbs_alt]
+
+    def thumbs(i: int, use_alt: bool):
+        return prepared_alt[i] if use_alt and prepared_alt[i] is not None else prepared[i]
+
     return PairInputs(
         vectors, views.phash_aligned, views.phash, views.dhash, views.width, views.height,
-        alt_vectors=alt, alt_phash_aligned=views.phash_aligned_alt,
+        alt_vectors=alt, alt_phash_aligned=views.phash_aligned_alt, thumbs=thumbs,
     )  # fmt: skip
 
 
