@@ -5,18 +5,46 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import sys
 import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.completion import completion_init
+from typer.core import TyperGroup
 
 from ndup import __version__
 from ndup.config import DB_ENV, cache_dir
 from ndup.errors import ExitCode, NdupError
 
+# The order `ndup --help` (and the man page) lists commands in: the daily path first, then the tools.
+COMMAND_ORDER = (
+    "scan",
+    "groups",
+    "plan",
+    "review",
+    "apply",
+    "undo",
+    "history",
+    "config",
+    "train",
+    "eval",
+    "explain",
+    "doctor",
+    "cache",
+)
+
+
+class OrderedGroup(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: (COMMAND_ORDER.index(n) if n in COMMAND_ORDER else len(COMMAND_ORDER), n))
+
+
 app = typer.Typer(
+    cls=OrderedGroup,
     name="ndup",
     help="Find duplicate and near-duplicate photos, review them, and clean up safely.",
     no_args_is_help=True,
@@ -25,6 +53,9 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+# Shell completion (`_NDUP_COMPLETE=complete_bash ndup`, what the scripts in completions/ call) needs
+# Typer's completion classes registered; add_completion=False only leaves out --install-completion.
+completion_init()
 
 DbOption = Annotated[
     Optional[Path],
@@ -98,6 +129,12 @@ def handle_errors(fn):
         except Exception as e:  # a bug: one line for the user, the traceback in a log for the report
             if os.environ.get("NDUP_DEBUG"):
                 raise
+            if isinstance(e, sqlite3.DatabaseError):  # the cache went bad under the command
+                from ndup.store import cache_error, is_damaged
+
+                if is_damaged(e):
+                    fail(f"error: {cache_error(None, e)}")
+                    raise typer.Exit(int(ExitCode.ERROR)) from None
             log = _crash_log(e)
             where = f"; details in {log}" if log else ""
             fail(f"internal error: {type(e).__name__}: {e}{where} (please report it; NDUP_DEBUG=1 shows the traceback)")
