@@ -590,14 +590,11 @@ class Store:
         the plans apply runs refer to and apply runs whose journal undo (or recovery) still needs.
         Review decisions and the "not duplicates" list are never touched.
         """
-        missing = list(missing)
         removed: dict[str, int] = {}
+        run = lambda sql, args=(): self.db.conn.execute(sql, args).rowcount  # noqa: E731
         try:
             with self.db.atomic():
-                run = lambda sql, args=(): self.db.conn.execute(sql, args).rowcount  # noqa: E731
-                removed["files"] = sum(
-                    run(f"DELETE FROM files WHERE path IN ({_marks(chunk)})", chunk) for chunk in _chunks(missing, 900)
-                )
+                removed["files"] = self._delete_in("files", "path", list(missing))
                 removed["embeddings_of_other_models"] = (
                     run("DELETE FROM embeddings WHERE model_id != ?", (model_id,)) if model_id else 0
                 )
@@ -614,12 +611,8 @@ class Store:
                         (keep_runs, *APPLY_BUSY, *UNDO_NEEDS),
                     )
                 ]
-                removed["journal_entries"] = sum(
-                    run(f"DELETE FROM journal WHERE apply_id IN ({_marks(c)})", c) for c in _chunks(old_applies, 900)
-                )
-                removed["apply_runs"] = sum(
-                    run(f"DELETE FROM apply_runs WHERE id IN ({_marks(c)})", c) for c in _chunks(old_applies, 900)
-                )
+                removed["journal_entries"] = self._delete_in("journal", "apply_id", old_applies)
+                removed["apply_runs"] = self._delete_in("apply_runs", "id", old_applies)
                 old_runs = [
                     r[0]
                     for r in self.db.conn.execute(
@@ -630,16 +623,18 @@ class Store:
                     )
                 ]
                 for table in ("plan_members", "plan_groups", "run_failures"):
-                    for c in _chunks(old_runs, 900):
-                        run(f"DELETE FROM {table} WHERE run_id IN ({_marks(c)})", c)
-                removed["runs"] = sum(
-                    run(f"DELETE FROM runs WHERE id IN ({_marks(c)})", c) for c in _chunks(old_runs, 900)
-                )
+                    self._delete_in(table, "run_id", old_runs)
+                removed["runs"] = self._delete_in("runs", "id", old_runs)
                 if dry_run:
                     raise _Rollback
         except _Rollback:
             pass
         return removed
+
+    def _delete_in(self, table: str, column: str, values: list) -> int:
+        """Delete the rows whose `column` is one of `values`; how many went."""
+        sql = f"DELETE FROM {table} WHERE {column} IN "
+        return sum(self.db.conn.execute(sql + f"({_marks(c)})", c).rowcount for c in _chunks(values, 900))
 
     def vacuum(self) -> None:
         """Give the space of removed rows back to the filesystem."""
@@ -826,20 +821,27 @@ def rebuild(path: Path, *, force: bool = False) -> Rebuilt:
         n += 1
         backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
     moved: list[tuple[Path, Path]] = []
+    created = False
     try:
         for old in cache_files(path):
             new = Path(str(backup) + str(old)[len(str(path)) :])
             os.rename(old, new)
             moved.append((old, new))
+        created = True
         store = Store.open(path)
         try:
             store.restore_user_tables(kept, last_run)
         finally:
             store.close()
-    except BaseException:
-        for p in cache_files(path):
+    except BaseException as e:  # put the old cache back as it was
+        for p in cache_files(path) if created else ():
             p.unlink()
         for old, new in reversed(moved):
             os.rename(new, old)
+        if isinstance(e, OSError):
+            raise NdupError(
+                f"cannot rebuild the cache {path}: {e.strerror or e}",
+                hint="it is unchanged; check the free space and the folder's permissions",
+            ) from None
         raise
     return Rebuilt(path, backup, {t: len(rows) for t, (_, rows) in kept.items()}, unreadable)

@@ -172,3 +172,16 @@ def test_doctor_healthy(weights, dup_tree):
     (Path(os.environ["XDG_CONFIG_HOME"]) / "ndup/config.toml").write_text("[scan\n")
     doc = json.loads(run("doctor", "--json", "--db", db, code=1).stdout)
     assert doc["problems"][0].startswith("config: config file") and "not valid TOML" in doc["problems"][0]
+
+
+def test_a_rebuild_that_fails_puts_the_old_cache_back(dup_tree, monkeypatch):
+    _, db = dup_tree
+    before = db.read_bytes()
+
+    def fail(self, kept, last_run_id):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Store, "restore_user_tables", fail)
+    r = run("cache", "rebuild", "--db", db, code=1)
+    assert r.stderr.startswith(f"ndup: error: cannot rebuild the cache {db}: No space left on device (hint: it is")
+    assert db.read_bytes() == before and not list(db.parent.glob("*.bak-*"))

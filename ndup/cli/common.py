@@ -19,7 +19,7 @@ from ndup import __version__
 from ndup.config import DB_ENV, cache_dir
 from ndup.errors import ExitCode, NdupError
 
-# The order `ndup --help` (and the man page) lists commands in: the daily path first, then the tools.
+# The order `ndup --help` lists commands in: the daily path first, then the tools.
 COMMAND_ORDER = (
     "scan",
     "groups",
