@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import sys
 import traceback
 from enum import StrEnum
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.completion import completion_init
 from typer.core import TyperGroup
 
 from ndup import __version__
@@ -26,6 +28,7 @@ COMMAND_ORDER = (
     "review",
     "apply",
     "undo",
+    "history",
     "config",
     "train",
     "eval",
@@ -51,6 +54,9 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+# Shell completion (`_NDUP_COMPLETE=complete_bash ndup`, what the scripts in completions/ call) needs
+# Typer's completion classes registered; add_completion=False only leaves out --install-completion.
+completion_init()
 
 DbOption = Annotated[
     Optional[Path],
@@ -145,6 +151,12 @@ def handle_errors(fn):
         except Exception as e:  # a bug: one line for the user, the traceback in a log for the report
             if os.environ.get("NDUP_DEBUG"):
                 raise
+            if isinstance(e, sqlite3.DatabaseError):  # the cache went bad under the command
+                from ndup.store import cache_error, is_damaged
+
+                if is_damaged(e):
+                    fail(f"error: {cache_error(None, e)}")
+                    raise typer.Exit(int(ExitCode.ERROR)) from None
             log = _crash_log(e)
             where = f"; details in {log}" if log else ""
             fail(f"internal error: {type(e).__name__}: {e}{where} (please report it; NDUP_DEBUG=1 shows the traceback)")
