@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -113,18 +115,16 @@ def run_scan(
     progress = progress or Progress()
     started = time.monotonic()
     roots = _check_roots(settings.roots)
-    store = Store.open(settings.db_path)
-    try:
+    with Store.open(settings.db_path, check=True) as store:
         run_id = store.begin_run([str(r) for r in roots], _settings_record(settings))
         try:
             plan = _scan(store, run_id, roots, settings, progress, embedder_factory, started)
         except BaseException:
-            store.finish_run(run_id, "interrupted")
+            with contextlib.suppress(sqlite3.Error):  # a full disk must not hide what stopped the scan
+                store.finish_run(run_id, "interrupted")
             raise
         store.save_plan(plan)
         return plan
-    finally:
-        store.close()
 
 
 def _settings_record(settings: ScanSettings) -> dict:
