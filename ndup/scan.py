@@ -83,9 +83,14 @@ def _batches(items: Iterator[tuple[FileEntry, Outcome]], size: int) -> Iterator[
         yield batch
 
 
+def _decoder_crashed(path: str) -> Failure:
+    return Failure(path, "the decoder crashed on this file (its worker process died); it is skipped until it changes")
+
+
 def _read_changed(entries: list[FileEntry], workers: int) -> Iterator[tuple[FileEntry, Outcome]]:
     paths = (e.path for e in entries)
-    yield from zip(entries, ordered_map(analyze, paths, workers, in_flight=8 * max(workers, 1)))
+    outcomes = ordered_map(analyze, paths, workers, in_flight=8 * max(workers, 1), crashed=_decoder_crashed)
+    yield from zip(entries, outcomes)
 
 
 @functools.lru_cache(maxsize=2)

@@ -8,6 +8,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -32,21 +33,61 @@ def _context():
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, in_flight: int = 64) -> Iterator[R]:
-    """Like map(), in worker processes when workers > 1; at most `in_flight` results wait in memory."""
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_ignore_sigint)
+
+
+def ordered_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int,
+    in_flight: int = 64,
+    crashed: Callable[[T], R] | None = None,
+) -> Iterator[R]:
+    """Like map(), in worker processes when workers > 1; at most `in_flight` results wait in memory.
+
+    A worker that dies (a decoder that crashes on a hostile file, the kernel's OOM killer) breaks the
+    pool: then the pool is started again, and the item that was first in line is tried once more on
+    its own. If that kills a worker too, `crashed(item)` stands for its result (without `crashed`, the
+    error propagates); every other item is simply tried again. With one worker, `fn` runs in this
+    process, where nothing can be isolated.
+    """
     if workers <= 1:
         yield from map(fn, items)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_ignore_sigint)
-    pending: deque[Future] = deque()
+    pool = _pool(workers)
+    pending: deque[tuple[T, Future]] = deque()
+
+    def head() -> R:
+        nonlocal pool, pending
+        item, fut = pending.popleft()
+        try:
+            return fut.result()
+        except BrokenProcessPool:
+            if crashed is None:
+                raise
+        pool.shutdown(wait=True, cancel_futures=True)
+        pool = _pool(workers)
+        try:
+            result = pool.submit(fn, item).result()
+        except BrokenProcessPool:
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = _pool(workers)
+            result = crashed(item)
+        pending = deque(
+            (it, f if f.done() and not f.cancelled() and f.exception() is None else pool.submit(fn, it))
+            for it, f in pending
+        )
+        return result
+
     try:
         for item in items:
-            pending.append(pool.submit(fn, item))
+            pending.append((item, pool.submit(fn, item)))
             if len(pending) >= in_flight:
-                yield pending.popleft().result()
+                yield head()
         while pending:
-            yield pending.popleft().result()
+            yield head()
     finally:
-        for fut in pending:
+        for _, fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
