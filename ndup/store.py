@@ -297,10 +297,12 @@ class Store:
                 if problems != ["ok"]:
                     raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(problems)}")
             migrations.apply(db)
-        except sqlite3.Error as e:
+        except BaseException as e:
             if conn is not None:
                 conn.close()
-            raise cache_error(e, path) from None
+            if isinstance(e, sqlite3.Error):
+                raise cache_error(e, path) from None
+            raise
         return cls(db, path)
 
     def close(self) -> None:
