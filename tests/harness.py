@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -159,3 +160,27 @@ def private_mount_prefix() -> tuple[str, ...] | None:
             if probe.returncode == 0:
                 return prefix
     return None
+
+
+# ---- decoders that crash ------------------------------------------------------------------------------
+# Module-level, so that worker processes can import them by name.
+
+
+def die() -> None:
+    """What a decoder's segmentation fault (or the OOM killer) does to a worker process."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def double_unless_cursed(x: int) -> int:
+    if x % 10 == 7:
+        die()
+    return 2 * x
+
+
+def analyze_or_crash(path: str):
+    """ndup.decode.analyze, except that files named *crash-me* kill the process reading them."""
+    if "crash-me" in os.path.basename(path):
+        die()
+    from ndup.decode import analyze
+
+    return analyze(path)

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,35 @@ def test_files_changed_between_the_walk_and_the_read(tmp_path, monkeypatch):
     again = fast_scan(lib, db)
     assert again.summary["decoded"] == 0 and again.summary["images"] == 2  # the rewrite was cached as read
     assert {f.path for f in again.failures} == set()  # the pipe is no file of the library; gone is gone
+
+
+def test_worker_processes_that_die_are_replaced_and_results_keep_their_order():
+    from harness import double_unless_cursed
+
+    from ndup.workers import ordered_map
+
+    out = list(ordered_map(double_unless_cursed, range(40), workers=2, in_flight=6, crashed=lambda x: ("died", x)))
+    assert out == [("died", x) if x % 10 == 7 else 2 * x for x in range(40)]
+    with pytest.raises(BrokenProcessPool):
+        list(ordered_map(double_unless_cursed, range(10), workers=2))
+
+
+def test_a_file_that_crashes_its_decoder_is_reported_and_the_scan_goes_on(tmp_path, monkeypatch):
+    from harness import analyze_or_crash
+
+    lib = tmp_path / "lib"
+    for i in range(6):
+        save(photo(40 + i, 120, 90), lib / f"p{i}.jpg")
+    save(photo(50, 120, 90), lib / "crash-me.jpg")
+    save(photo(51, 120, 90), lib / "sub/crash-me too.png")
+    monkeypatch.setattr(scan_module, "analyze", analyze_or_crash)
+    db = tmp_path / "ndup.db"
+    plan = fast_scan(lib, db, workers=2)
+    reason = "the decoder crashed on this file (its worker process died); it is skipped until it changes"
+    assert set(plan.failures) == {
+        Failure(str(lib / "crash-me.jpg"), reason),
+        Failure(str(lib / "sub/crash-me too.png"), reason),
+    }
+    assert plan.summary["images"] == 6
+    again = fast_scan(lib, db, workers=2)
+    assert again.summary["decoded"] == 0 and len(again.failures) == 2
