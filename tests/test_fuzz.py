@@ -143,3 +143,37 @@ def test_the_originals_decode():
             out = analyze(str(p))
             assert isinstance(out, Decoded) and out.facts.format == fmt, fmt
     assert Image.open(io.BytesIO(ORIGINALS["GIF"])).n_frames == 2
+
+
+# ---- any text through the cache -------------------------------------------------------------------------
+
+# Paths as Python holds them: any character, including the lone surrogates os.fsdecode makes of bytes
+# that are not UTF-8, NUL, and the escape the cache itself uses.
+any_text = st.lists(
+    st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr), st.sampled_from(["\x00", "\x00dce9", "\n"])),
+    min_size=1,
+    max_size=30,
+).map("".join)
+
+
+@pytest.fixture(scope="module")
+def store():
+    from ndup.store import Store
+
+    with tempfile.TemporaryDirectory() as where, Store.open(Path(where) / "ndup.db") as s:
+        yield s
+
+
+@settings(max_examples=400 if LONG else 60, deadline=None, derandomize=not LONG, database=None)
+@given(st.lists(any_text, min_size=1, max_size=5, unique=True), any_text)
+def test_any_text_comes_back_from_the_cache_as_it_went_in(store, paths, reason):
+    from ndup.records import FileEntry, JournalEntry
+
+    batch = [(FileEntry(p, 1, 2, 3, 4), Failure(p, reason)) for p in paths]
+    store.write_batch(batch, {}, "model", 1)
+    assert {p: store.cached_stats()[p].kind for p in paths} == dict.fromkeys(paths, "failed")
+    assert store.failures(paths) == [Failure(p, reason) for p in paths]
+    entry = JournalEntry(1, 0, 1, "move", paths[0], paths[-1], reason, None, "h", 1, 2, 0o644, "planned", reason)
+    saved = store.journal_plan(entry)
+    assert (saved.src, saved.dest, saved.keeper, saved.reason) == (paths[0], paths[-1], reason, reason)
+    assert store.journal_set(saved, "done", reason).reason == reason

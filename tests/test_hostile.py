@@ -108,6 +108,7 @@ def test_the_whole_corpus_in_one_real_scan(tmp_path):
     check_outcomes(cases, root, failures, cached(db))
     assert doc["summary"]["files_seen"] == sum(c.expect != "absent" for c in cases) > MANY_FILES
     assert ran.max_rss < MAX_RSS_BYTES, f"peak memory {ran.max_rss / 2**20:.0f} MiB"
+    print(f"{len(cases)} files, {len(failures)} failures, peak memory {ran.max_rss / 2**20:.0f} MiB")
     assert snapshot(root) == before
     # the table a person reads: every failure on its own line, odd names escaped, no traceback
     shown = run_ndup("groups", "--db", db)
