@@ -8,6 +8,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -90,7 +91,12 @@ def _decoder_crashed(path: str) -> Failure:
 def _read_changed(entries: list[FileEntry], workers: int) -> Iterator[tuple[FileEntry, Outcome]]:
     paths = (e.path for e in entries)
     outcomes = ordered_map(analyze, paths, workers, in_flight=8 * max(workers, 1), crashed=_decoder_crashed)
-    yield from zip(entries, outcomes)
+    try:
+        yield from zip(entries, outcomes)
+    except BrokenProcessPool as e:  # not one file's doing: new worker processes die at once
+        raise NdupError(
+            f"the worker processes that read files cannot run ({e})", hint="try --workers 1, and check free memory"
+        ) from None
 
 
 @functools.lru_cache(maxsize=2)

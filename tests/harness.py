@@ -6,7 +6,6 @@ NDUP_HARDENING=long makes the tests try more: more fuzz examples, more kill poin
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -19,10 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ndup.apply import sha256_file
+
 LONG = os.environ.get("NDUP_HARDENING", "").lower() == "long"
-# Peak memory allowed to a whole scan (the process and its decoding workers): generous, but far below
-# what reading a 1.5 GiB file or decoding a 100,000 x 100,000 image would take.
-MAX_RSS_BYTES = 1536 * 2**20
+# Peak memory allowed to a scan (its biggest process: the scan or one of its decoding workers): generous,
+# but far below what reading a 1.5 GiB file or decoding a 100,000 x 100,000 image would take. The long
+# run's 10,000 images need more: matching holds two vectors per candidate pair (docs/reliability.md).
+MAX_RSS_BYTES = (2048 if LONG else 1536) * 2**20
 
 
 @dataclass
@@ -91,7 +93,7 @@ def snapshot(root: Path, hash_limit: int = 64 << 20) -> dict[bytes, tuple]:
             elif os.path.isdir(path):
                 out[rel] = ("dir", st.st_mode, st.st_mtime_ns)
             elif os.path.isfile(path):
-                digest = _sha(path) if st.st_size <= hash_limit else None
+                digest = sha256_file(path) if st.st_size <= hash_limit else None
                 out[rel] = ("file", st.st_mode, st.st_size, st.st_mtime_ns, digest)
             else:
                 out[rel] = ("special", st.st_mode)
@@ -104,14 +106,6 @@ def contents(root: Path) -> dict[bytes, tuple]:
     """What a person owns under `root`: every file (mode, size, modification time, bytes as a hash) and
     link; not the folders' times, which moving files out and back in changes."""
     return {rel: v for rel, v in snapshot(root).items() if v[0] != "dir"}
-
-
-def _sha(path: bytes) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class PixelEmbedder:

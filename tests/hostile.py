@@ -70,6 +70,15 @@ def write_truncated(folder: Path) -> list[Case]:
     return cases
 
 
+def write_garbled_tiff(folder: Path) -> list[Case]:
+    """An LZW TIFF whose compressed strips are garbled: libtiff complains on stderr, ndup must not."""
+    data = bytearray(_encode(_photo(1), "TIFF", compression="tiff_lzw"))
+    for i in range(200, 2000, 7):
+        data[i] ^= 0x5A
+    _write(folder, "truncated/garbled_lzw.tif", bytes(data))
+    return [Case("truncated/garbled_lzw.tif", "failure", "corrupt image data")]
+
+
 def write_empty(folder: Path) -> list[Case]:
     _write(folder, "empty/zero.jpg", b"")
     _write(folder, "empty/zero.txt", b"")
@@ -292,6 +301,7 @@ def write_many_tiny_files(folder: Path, count: int = MANY_FILES, images: int = M
 
 WRITERS: tuple[Callable[[Path], list[Case]], ...] = (
     write_truncated,
+    write_garbled_tiff,
     write_empty,
     write_random_bytes,
     write_bombs,

@@ -18,7 +18,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import make_tree, photo, save, scan
+from conftest import make_thirty, make_tree, photo, save, scan
 from harness import LONG, contents, ndup_command, one_error_line, pixel_embedder, private_mount_prefix, run_ndup
 from PIL import Image
 
@@ -30,6 +30,7 @@ from ndup.scan import run_scan
 from ndup.store import Store
 
 SCAN_SEEDS = range(25) if LONG else range(3)
+CTRL_C_SEEDS = range(100, 110) if LONG else range(100, 101)
 APPLY_SEEDS = range(40) if LONG else range(3)
 
 
@@ -45,6 +46,19 @@ def count(db: Path, sql: str) -> int:
             return conn.execute(sql).fetchone()[0]
     except sqlite3.OperationalError:
         return 0
+
+
+def kill_when(proc: subprocess.Popen, ready, extra: float, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to `proc` `extra` seconds after `ready()` first holds (or after it has ended by itself)."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not ready():
+        time.sleep(0.002)
+    time.sleep(extra)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+
+
+CTRL_C = "ndup: interrupted; everything finished so far is saved, and the next run carries on from there\n"
 
 
 def by_content(plan) -> list:
@@ -74,28 +88,26 @@ def killable(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", SCAN_SEEDS)
-def test_kill_9_during_a_scan_then_the_next_scan_resumes(killable, tmp_path, seed):
+@pytest.mark.parametrize(
+    "seed,sig", [(s, signal.SIGKILL) for s in SCAN_SEEDS] + [(s, signal.SIGINT) for s in CTRL_C_SEEDS]
+)
+def test_kill_9_or_ctrl_c_during_a_scan_then_the_next_scan_resumes(killable, tmp_path, seed, sig):
     lib, clean = killable
     rng = random.Random(seed)
     # when to kill: as soon as the cache file appears (opening, migrating, loading the network), or once
     # `target` images are in the cache, then a random moment later (inside a batch, a commit, the plan)
     target = rng.choice([0, 0, *range(1, 24)])
-    extra = rng.uniform(0, 0.5)
+    extra = rng.uniform(0, 0.1)
     db = tmp_path / "cache/ndup.db"
     proc = subprocess.Popen(
         ndup_command("scan", lib, "--db", db, "--workers", "1", "--batch-size", "4", "--quiet"),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if db.exists() and (target == 0 or count(db, "SELECT count(*) FROM files WHERE kind = 'image'") >= target):
-            break
-        time.sleep(0.005)
-    time.sleep(extra)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    images = "SELECT count(*) FROM files WHERE kind = 'image'"
+    kill_when(proc, lambda: db.exists() and (target == 0 or count(db, images) >= target), extra, sig)
+    if sig == signal.SIGINT and proc.returncode != 0:  # Ctrl-C: one line, exit 130
+        assert (proc.returncode, proc.stderr.read().decode()) == (130, CTRL_C)
     assert integrity(db) == [("ok",)]
     kept = count(db, "SELECT count(*) FROM files WHERE kind = 'image'")
     resumed = scan(lib, db, batch_size=4)
@@ -103,7 +115,8 @@ def test_kill_9_during_a_scan_then_the_next_scan_resumes(killable, tmp_path, see
     assert by_content(resumed) == by_content(clean)
     assert {f.path for f in resumed.failures} == {f.path for f in clean.failures}
     assert integrity(db) == [("ok",)]
-    print(f"seed {seed}: killed {'after it finished' if proc.returncode == 0 else 'mid-scan'}, {kept}/24 images kept")
+    when = "after it finished" if proc.returncode == 0 else "mid-scan"
+    print(f"seed {seed} {signal.Signals(sig).name}: {when}, {kept}/24 images kept")
 
 
 def test_an_interrupted_migration_leaves_a_cache_the_next_run_can_open(tmp_path, monkeypatch):
@@ -133,12 +146,7 @@ def thirty_template(tmp_path_factory):
     """10 photos, each with two identical copies elsewhere (20 files to trash), scanned once; and a
     pristine copy of the tree (bytes and times) to restore it from for every test."""
     base = tmp_path_factory.mktemp("thirty")
-    lib = base / "lib"
-    for i in range(10):
-        p = save(photo(700 + i, 160, 120), lib / f"photos/p{i}.jpg", quality=90)
-        for folder in ("copies", "more"):
-            (lib / folder).mkdir(exist_ok=True)
-            shutil.copy2(p, lib / folder / f"p{i}.jpg")
+    lib = make_thirty(base / "lib", seed=700)
     plan = scan(lib, base / "template.db")
     assert len(plan.groups) == 10 and plan.summary["to_delete"] == 20
     shutil.copytree(lib, base / "pristine", copy_function=shutil.copy2)
@@ -169,17 +177,10 @@ def test_kill_9_during_apply_at_random_points_then_undo_restores_every_byte(thir
         stderr=subprocess.DEVNULL,
         env={**os.environ, "NDUP_TEST_ACTION_DELAY": "0.01"},
     )
-    deadline = time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline:
-        if count(db, "SELECT count(*) FROM journal WHERE state = 'done'") >= target and count(
-            db, "SELECT count(*) FROM journal"
-        ):
-            break
-        time.sleep(0.002)
-    time.sleep(extra)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    done, started = "SELECT count(*) FROM journal WHERE state = 'done'", "SELECT count(*) FROM journal"
+    kill_when(proc, lambda: count(db, started) > 0 and count(db, done) >= target, extra)
     assert integrity(db) == [("ok",)]
+    print(f"seed {seed}: killed with {count(db, done)} of 20 files done, {'resume then undo' if seed % 2 else 'undo'}")
     if seed % 2:  # carry on first, then undo everything
         resumed = run_ndup("apply", "--yes", "--db", db)
         assert resumed.returncode == 0, resumed.err

@@ -308,3 +308,24 @@ def test_a_file_that_crashes_its_decoder_is_reported_and_the_scan_goes_on(tmp_pa
     assert plan.summary["images"] == 6
     again = fast_scan(lib, db, workers=2)
     assert again.summary["decoded"] == 0 and len(again.failures) == 2
+
+
+def test_worker_processes_that_cannot_start_stop_the_scan_without_blaming_a_file(tmp_path, monkeypatch):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from harness import die, double_unless_cursed
+
+    from ndup import workers
+    from ndup.errors import NdupError
+
+    def dying_pool(n):
+        return ProcessPoolExecutor(n, mp_context=workers._context(), initializer=die)
+
+    monkeypatch.setattr(workers, "_pool", dying_pool)
+    with pytest.raises(BrokenProcessPool):
+        list(workers.ordered_map(double_unless_cursed, range(10), workers=2, crashed=lambda x: ("died", x)))
+    save(photo(1, 120, 90), tmp_path / "lib/a.jpg")
+    with pytest.raises(NdupError, match="the worker processes that read files cannot run"):
+        fast_scan(tmp_path / "lib", tmp_path / "ndup.db", workers=2)
+    with Store.open(tmp_path / "ndup.db") as store:
+        assert store.cached_stats() == {}  # no file was blamed
