@@ -388,8 +388,8 @@ def _decode_image(data: bytes, content_hash: str, container: str, path: str) -> 
         # "Corrupt EXIF data" and the like: a damaged file is reported as a Failure, never as stderr noise.
         warnings.simplefilter("ignore", UserWarning)
         pic = _open(data, container, path, MODEL_SIDE)
+        meta = pic.exif.facts(pic.xmp)  # EXIF values are decoded (and complained about) when read
     rgb = pic.rgb
-    meta = pic.exif.facts(pic.xmp)
     meta["capture_time"] = meta["capture_time"] or pic.capture_time
     meta["lens"] = meta["lens"] or pic.lens
     sharpness, clipped = measure(rgb)

@@ -89,7 +89,9 @@ def killable(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "seed,sig", [(s, signal.SIGKILL) for s in SCAN_SEEDS] + [(s, signal.SIGINT) for s in CTRL_C_SEEDS]
+    "seed,sig",
+    [pytest.param(s, signal.SIGKILL, id=f"KILL-{s}") for s in SCAN_SEEDS]
+    + [pytest.param(s, signal.SIGINT, id=f"INT-{s}") for s in CTRL_C_SEEDS],
 )
 def test_kill_9_or_ctrl_c_during_a_scan_then_the_next_scan_resumes(killable, tmp_path, seed, sig):
     lib, clean = killable
