@@ -329,3 +329,23 @@ def test_worker_processes_that_cannot_start_stop_the_scan_without_blaming_a_file
         fast_scan(tmp_path / "lib", tmp_path / "ndup.db", workers=2)
     with Store.open(tmp_path / "ndup.db") as store:
         assert store.cached_stats() == {}  # no file was blamed
+
+
+def test_review_shows_odd_names_escaped_and_saves_decisions_for_them(tmp_path):
+    from test_review import drive  # the pilot helper of the review tests
+
+    from ndup.decisions import views
+
+    lib = tmp_path / "lib"
+    write_odd_names(lib)
+    db = tmp_path / "ndup.db"
+    fast_scan(lib, db)
+    latin1 = str(lib / ODD_NAMES["latin1"])
+    with Store.open(db) as store:
+        [view] = [v for v in views(store.load_plan(), store) if v.group.tier != "similar"]
+        index = [m.path for m in view.members].index(latin1)
+        screens: list[str] = []
+        drive(store, *["right"] * index, "k", "a", screen=screens, size=(120, 30))
+        [view] = [v for v in views(store.load_plan(), store) if v.group.tier != "similar"]
+    assert (view.status, view.keep) == ("accepted", latin1)
+    assert "caf\\xe9.jpg" in screens[0] and "\udce9" not in screens[0]
