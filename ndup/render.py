@@ -261,3 +261,111 @@ def print_history(runs, console: Console) -> None:
         table.add_row(str(r.id), when, str(r.plan_run_id), action, r.status,
                       str(s.get("done", "")), str(s.get("skipped", "")), str(s.get("failed", "")))  # fmt: skip
     console.print(table)
+
+
+# ---- ndup doctor / ndup cache ------------------------------------------------------------------------
+
+
+def _when_at(ts: float | None) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "never"
+
+
+def _facts(rows: list[tuple[str, str]], console: Console) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        line = Text(f"{name:<{width}}  ", style="bold")
+        line.append(value, style="")
+        console.print(line, overflow="fold")
+
+
+def cache_rows(doc: dict) -> list[tuple[str, str]]:
+    """The lines `ndup cache info` prints (and `ndup doctor` starts from)."""
+    if not doc.get("exists"):
+        return [("cache", f"{doc['path']} (none yet; the first scan creates it)")]
+    if "files" not in doc:
+        return [("cache", f"{doc['path']} ({human_bytes(doc['size'])} on disk, unusable)")]
+    models = ", ".join(f"{n} {m}" for m, n in doc["embeddings"].items()) or "none"
+    latest = f"run {doc['latest_plan']} ({_when_at(doc['latest_plan_at'])})" if doc["latest_plan"] else "none"
+    return [
+        ("cache", f"{doc['path']} ({human_bytes(doc['size'])} on disk, schema {doc['schema_version']})"),
+        ("files", f"{doc['files']}: {doc['images']} images, {doc['failures']} failures, {doc['not_images']} not "
+                  "images" + (f"; read {_when_at(doc['oldest_file_at'])} to {_when_at(doc['newest_file_at'])}"
+                              if doc["files"] else "")),
+        ("embeddings", models),
+        ("scans", f"{doc['runs']} runs, {doc['plans']} plans; latest plan: {latest}; first run "
+                  f"{_when_at(doc['first_run_at'])}, last {_when_at(doc['last_run_at'])}"),
+        ("apply", f"{doc['apply_runs']} runs ({doc['undoable_apply_runs']} can be undone), "
+                  f"{doc['journal_entries']} journal entries"),
+        ("review", f"{doc['review_decisions']} group decisions, {doc['not_duplicate_sets']} \"not duplicates\" sets"),
+    ]  # fmt: skip
+
+
+def print_cache_info(doc: dict, console: Console) -> None:
+    _facts(cache_rows(doc), console)
+
+
+def print_doctor(doc: dict, console: Console) -> None:
+    rows = [("ndup", f"{doc['ndup']}, Python {doc['python']}, {doc['platform']}")]
+    cfg = doc["config"]
+    rows.append(("config", cfg["path"] + ("" if cfg["exists"] else " (not found; built-in defaults apply)")))
+    t = doc["torch"]
+    if t.get("installed"):
+        cuda = t["cuda"]
+        gpus = f"yes ({', '.join(cuda['devices'])}; CUDA {cuda['version']})" if cuda["available"] else "no"
+        rows.append(("torch", f"{t['version']} (torchvision {t['torchvision']}), {t['threads']} threads; "
+                              f"CUDA: {gpus}; MPS: {'yes' if t['mps'] else 'no'}"))  # fmt: skip
+        auto = f" (auto would use {t['auto']})" if t["configured"] != "auto" else ""
+        rows.append(("device", f"{t['configured']}: {t['device'] or 'not available'}{auto}"))
+    w = doc["weights"]
+    if "path" in w:
+        state = "MISSING" if not w["exists"] else human_bytes(w["size"])
+        rows.append(("weights", f"{w['path']} ({w['source']}): {state}"))
+        m = w.get("meta")
+        if m:
+            rows.append(("trained", f"format {m['format']}; {m['trained_on']} photos trained on, {m['validated_on']} "
+                                    f"for validation, {m['held_out']} held out; {m['seconds']} s; stages: "
+                                    f"{', '.join(m['stages'])}; torch {m['torch']}"))  # fmt: skip
+        rows.append(("model", w["model_id"] or "unknown (no weights file)"))
+    if "path" in doc["cache"]:
+        rows += cache_rows(doc["cache"])
+    f = doc["formats"]
+    if "pillow" in f:
+        names = (("heif", "HEIF"), ("avif", "AVIF"), ("raw", "RAW"), ("webp", "WebP"), ("jpeg2000", "JPEG 2000"))
+        rows.append(("formats", f"Pillow {f['pillow']}; " + "; ".join(f"{n}: {f[k] or 'no'}" for k, n in names)))
+    _facts(rows, console)
+    for note in doc["notes"]:
+        console.print(Text(f"note: {note}"), style="yellow")
+    for problem in doc["problems"]:
+        console.print(Text(f"problem: {problem}"), style="red")
+    n = len(doc["problems"])
+    console.print("Everything ndup needs is in place." if not n else f"{n} problem{'s' if n > 1 else ''} found.")
+
+
+PRUNED = {
+    "files": "cached files that no longer exist",
+    "embeddings_of_other_models": "embeddings of other models",
+    "embeddings_without_file": "embeddings of contents no cached file has",
+    "runs": "scan runs with their plans",
+    "apply_runs": "finished apply runs undo has nothing left to do for",
+    "journal_entries": "journal entries of those",
+}
+
+
+def prune_summary(removed: dict[str, int], dry_run: bool, before: int, after: int) -> str:
+    parts = [f"{n} {PRUNED[k]}" for k, n in removed.items() if n]
+    if not parts:
+        return "Nothing to prune."
+    if dry_run:
+        return "Would remove " + "; ".join(parts) + ". Nothing was changed (--dry-run)."
+    return "Removed " + "; ".join(parts) + f". The cache went from {human_bytes(before)} to {human_bytes(after)}."
+
+
+def rebuild_summary(done) -> str:
+    k = done.kept
+    return (
+        f"Moved the old cache to {done.backup}. The new one keeps {k.get('group_decisions', 0)} review decisions, "
+        f'{k.get("ignore_sets", 0)} "not duplicates" sets and {k.get("apply_runs", 0)} apply runs '
+        f"({k.get('journal', 0)} journal entries); the next scan reads every file again."
+    )

@@ -6,6 +6,7 @@ everything finished before the interruption and the next scan carries on from th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -75,35 +76,6 @@ class _Connection(sqlite3.Connection):
 
     def executemany(self, sql, seq_of_parameters, /):
         return super().executemany(sql, (_params(p) for p in seq_of_parameters))
-
-
-def cache_error(error: sqlite3.Error, path: Path | str | None) -> NdupError:
-    """What an SQLite error means for the person running ndup: one line naming the cache, and what to do."""
-    name = getattr(error, "sqlite_errorname", "") or ""
-    text = str(error)
-    cache = f"the cache {path}" if path else "the cache"
-    if name.startswith("SQLITE_FULL") or "disk is full" in text:
-        return NdupError(
-            f"the disk holding {cache} is full ({text}); everything saved before this point is kept",
-            hint="free some space or put the cache elsewhere with --db PATH, then run the command again",
-        )
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text:
-        return NdupError(
-            f"{cache} is damaged ({text})",
-            hint="move it aside or run `ndup cache rebuild`; the next scan fills a new cache again",
-        )
-    if name.startswith("SQLITE_READONLY") or "readonly" in text:
-        return NdupError(f"{cache} cannot be written ({text})", hint="check its permissions, or use --db PATH")
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
-        return NdupError(
-            f"{cache} is locked by another program ({text})",
-            hint="close the program that has it open (an SQLite browser?) and run the command again",
-        )
-    return NdupError(
-        f"cannot use {cache}: {text}",
-        hint="check the disk and the folder's permissions, or use --db PATH; if the file is damaged, "
-        "move it aside or run `ndup cache rebuild`",
-    )
 
 
 migrations = Migrations("ndup")
@@ -289,21 +261,19 @@ class Store:
         try:
             conn = sqlite3.connect(str(path), timeout=30.0, factory=_Connection)
             conn.text_factory = _from_db
-            db = Database(conn)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            if check:
-                problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
-                if problems != ["ok"]:
-                    raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(problems)}")
-            migrations.apply(db)
+            store = cls(Database(conn), path)
+            store.db.execute("PRAGMA journal_mode=WAL")
+            store.db.execute("PRAGMA synchronous=NORMAL")
+            if check and (problems := store.damage()):
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}")
+            migrations.apply(store.db)
         except BaseException as e:
             if conn is not None:
                 conn.close()
             if isinstance(e, sqlite3.Error):
-                raise cache_error(e, path) from None
+                raise cache_error(path, e) from None
             raise
-        return cls(db, path)
+        return store
 
     def close(self) -> None:
         self.db.close()
@@ -317,7 +287,7 @@ class Store:
         except sqlite3.Error as e:
             error = error or e
         if isinstance(error, sqlite3.Error):
-            raise cache_error(error, self.path) from None
+            raise cache_error(self.path, error) from None
 
     @property
     def schema_version(self) -> int:
@@ -633,6 +603,132 @@ class Store:
                 out[entry.src] = entry
         return out
 
+    # ---- the cache as a whole: ndup cache info / prune, ndup doctor ------------------------------
+    def stats(self) -> dict:
+        """What the cache holds: counts by kind, embeddings by model id, runs and their times."""
+        one = lambda sql, *args: self.db.conn.execute(sql, args).fetchone()  # noqa: E731
+        kinds = dict(self.db.conn.execute("SELECT kind, count(*) FROM files GROUP BY kind").fetchall())
+        first_scan, last_scan = one("SELECT min(scanned_at), max(scanned_at) FROM files")
+        runs, first_run, last_run = one("SELECT count(*), min(started_at), max(started_at) FROM runs")
+        latest = one("SELECT id, finished_at FROM runs WHERE status = 'done' ORDER BY id DESC LIMIT 1")
+        undoable = one(
+            f"SELECT count(DISTINCT apply_id) FROM journal WHERE state IN ({_marks(UNDO_NEEDS)})", *UNDO_NEEDS
+        )[0]
+        return {
+            "schema_version": self.schema_version,
+            "files": sum(kinds.values()),
+            "images": kinds.get("image", 0),
+            "failures": kinds.get("failed", 0),
+            "not_images": kinds.get("other", 0),
+            "embeddings": dict(
+                self.db.conn.execute("SELECT model_id, count(*) FROM embeddings GROUP BY model_id ORDER BY model_id")
+            ),
+            "runs": runs,
+            "plans": one("SELECT count(DISTINCT run_id) FROM plan_groups")[0],
+            "latest_plan": latest[0] if latest else None,
+            "latest_plan_at": latest[1] if latest else None,
+            "first_run_at": first_run,
+            "last_run_at": last_run,
+            "oldest_file_at": first_scan,
+            "newest_file_at": last_scan,
+            "apply_runs": one("SELECT count(*) FROM apply_runs")[0],
+            "undoable_apply_runs": undoable,
+            "journal_entries": one("SELECT count(*) FROM journal")[0],
+            "review_decisions": one("SELECT count(*) FROM group_decisions")[0],
+            "not_duplicate_sets": one("SELECT count(*) FROM ignore_sets")[0],
+        }
+
+    def damage(self) -> list[str]:
+        """What SQLite's quick_check finds wrong with the file; [] when it is sound."""
+        try:
+            rows = [r[0] for r in self.db.conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as e:
+            return [str(e)]
+        return [] if rows == ["ok"] else rows
+
+    def cached_paths(self) -> list[str]:
+        return [r[0] for r in self.db.conn.execute("SELECT path FROM files ORDER BY path")]
+
+    def prune(self, *, missing: Iterable[str], model_id: str | None, keep_runs: int, dry_run: bool) -> dict[str, int]:
+        """Remove what no later run needs; returns how many rows of each kind went (or would go).
+
+        `missing`: cached paths that no longer exist; `model_id`: the model scans use now (None: keep
+        every model's embeddings). Scan runs and apply runs beyond the newest `keep_runs` go, except
+        the plans apply runs refer to and apply runs whose journal undo (or recovery) still needs.
+        Review decisions and the "not duplicates" list are never touched.
+        """
+        removed: dict[str, int] = {}
+        run = lambda sql, args=(): self.db.conn.execute(sql, args).rowcount  # noqa: E731
+        try:
+            with self.db.atomic():
+                removed["files"] = self._delete_in("files", "path", list(missing))
+                removed["embeddings_of_other_models"] = (
+                    run("DELETE FROM embeddings WHERE model_id != ?", (model_id,)) if model_id else 0
+                )
+                removed["embeddings_without_file"] = run(
+                    "DELETE FROM embeddings WHERE content_hash NOT IN "
+                    "(SELECT content_hash FROM files WHERE content_hash IS NOT NULL)"
+                )
+                old_applies = [
+                    r[0]
+                    for r in self.db.conn.execute(
+                        f"SELECT id FROM apply_runs WHERE id NOT IN (SELECT id FROM apply_runs ORDER BY id DESC LIMIT ?) "
+                        f"AND status NOT IN ({_marks(APPLY_BUSY)}) AND NOT EXISTS (SELECT 1 FROM journal "
+                        f"WHERE journal.apply_id = apply_runs.id AND state IN ({_marks(UNDO_NEEDS)}))",
+                        (keep_runs, *APPLY_BUSY, *UNDO_NEEDS),
+                    )
+                ]
+                removed["journal_entries"] = self._delete_in("journal", "apply_id", old_applies)
+                removed["apply_runs"] = self._delete_in("apply_runs", "id", old_applies)
+                old_runs = [
+                    r[0]
+                    for r in self.db.conn.execute(
+                        "SELECT id FROM runs WHERE id NOT IN (SELECT id FROM runs ORDER BY id DESC LIMIT ?) "
+                        "AND id NOT IN (SELECT plan_run_id FROM apply_runs WHERE plan_run_id IS NOT NULL) "
+                        "AND id IS NOT (SELECT max(id) FROM runs WHERE status = 'done')",
+                        (keep_runs,),
+                    )
+                ]
+                for table in ("plan_members", "plan_groups", "run_failures"):
+                    self._delete_in(table, "run_id", old_runs)
+                removed["runs"] = self._delete_in("runs", "id", old_runs)
+                if dry_run:
+                    raise _Rollback
+        except _Rollback:
+            pass
+        return removed
+
+    def _delete_in(self, table: str, column: str, values: list) -> int:
+        """Delete the rows whose `column` is one of `values`; how many went."""
+        sql = f"DELETE FROM {table} WHERE {column} IN "
+        return sum(self.db.conn.execute(sql + f"({_marks(c)})", c).rowcount for c in _chunks(values, 900))
+
+    def vacuum(self) -> None:
+        """Give the space of removed rows back to the filesystem."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.vacuum()
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def restore_user_tables(self, kept: dict[str, tuple[list[str], list[tuple]]], last_run_id: int | None) -> None:
+        """Write rows read by `read_user_tables` into this (new) cache; keep run ids counting on from
+        `last_run_id`, so a new scan never takes the id an old apply run's plan had."""
+        with self.db.atomic():
+            for table, (columns, rows) in kept.items():
+                have = {c.name for c in self.db[table].columns}
+                keep = [i for i, c in enumerate(columns) if c in have]
+                names = ",".join(columns[i] for i in keep)
+                self.db.conn.executemany(
+                    f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({_marks(keep)})",
+                    [tuple(row[i] for i in keep) for row in rows],
+                )
+            if last_run_id:
+                now = time.time()
+                self.db.conn.execute(
+                    "INSERT INTO runs (id, started_at, finished_at, roots, settings, summary, status) "
+                    "VALUES (?, ?, ?, '[]', '{}', '{}', 'rebuilt')",
+                    (last_run_id, now, now),
+                )
+
 
 _JOURNAL_COLS = ("apply_id", "seq", "group_id", "action", "src", "dest", "keeper", "temp", "content_hash", "size",
                  "mtime_ns", "mode", "state", "reason", "extra")  # fmt: skip
@@ -648,3 +744,179 @@ _EMPTY_FACTS = dict.fromkeys(("kind", "reason", *_FACT_COLUMNS))
 def _chunks(items: list, n: int) -> Iterator[list]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def _marks(items) -> str:
+    return ",".join("?" * len(items))
+
+
+class _Rollback(Exception):
+    """Raised inside a transaction to undo it (a dry run)."""
+
+
+# Journal states undo (or the recovery of an interrupted apply) still acts on, and apply-run statuses
+# that mean a run is not finished: an apply run with either keeps its journal.
+UNDO_NEEDS = ("planned", "done", "undoing")
+APPLY_BUSY = ("running", "interrupted", "undoing")
+# What a person decided and what undo needs: `ndup cache rebuild` carries these into the new cache.
+USER_TABLES = ("group_decisions", "member_decisions", "ignore_sets", "ignore_members", "apply_runs", "journal")
+
+
+# ---- the cache file ------------------------------------------------------------------------------------
+
+
+def is_damaged(e: BaseException) -> bool:
+    """An SQLite error that means the file itself is broken (not a lock, a full disk or a bug)."""
+    if not isinstance(e, sqlite3.DatabaseError):
+        return False
+    return type(e) is sqlite3.DatabaseError or any(s in str(e) for s in ("malformed", "not a database"))
+
+
+DAMAGED_HINT = (
+    "`ndup cache rebuild` (with the same --db) moves it aside and starts a new one, keeping review decisions "
+    "and the apply journal"
+)
+
+
+def cache_error(path: Path | None, e: sqlite3.Error) -> NdupError:
+    """The one-line error for a cache SQLite cannot use (`path` None: the cache the command was given)."""
+    where = f"the cache {path}" if path else "the cache"
+    if is_damaged(e):
+        return NdupError(f"{where} is damaged ({e})", hint=DAMAGED_HINT)
+    if getattr(e, "sqlite_errorname", "").startswith("SQLITE_FULL") or "disk is full" in str(e):
+        return NdupError(
+            f"the disk holding {where} is full ({e}); everything saved before this point is kept",
+            hint="free some space or put the cache elsewhere with --db PATH, then run the command again",
+        )
+    if "readonly" in str(e):
+        return NdupError(f"{where} cannot be written ({e})", hint="check its permissions, or use --db PATH")
+    if "locked" in str(e):
+        return NdupError(f"{where} is locked by another program ({e})", hint="close it, or use --db PATH")
+    return NdupError(f"cannot use {where}: {e}", hint="check the disk and the file's permissions, or use --db PATH")
+
+
+def cache_files(path: Path) -> list[Path]:
+    """The cache and SQLite's write-ahead log and shared-memory files beside it, those that exist."""
+    path = Path(path).expanduser()
+    return [p for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
+
+
+def disk_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in cache_files(path))
+
+
+def cache_report(path: Path) -> dict:
+    """`ndup cache info` and `ndup doctor`: where the cache is, its size on disk and what it holds; for a
+    cache that cannot be used, `problem` and `hint` say why and what to do. Never creates a cache."""
+    path = Path(path).expanduser()
+    doc: dict = {"path": str(path), "exists": path.exists(), "size": disk_size(path)}
+    if not doc["exists"]:
+        return doc
+    try:
+        store = Store.open(path)
+    except NdupError as e:
+        return {**doc, "problem": e.message, "hint": e.hint}
+    try:
+        damage = store.damage()
+        if not damage:
+            doc.update(store.stats())
+    except sqlite3.DatabaseError as e:
+        damage = [str(e)]
+    finally:
+        store.close()
+    if damage:
+        doc.update(damage=damage, problem=f"the cache {path} is damaged ({damage[0]})", hint=DAMAGED_HINT)
+    doc["size"] = disk_size(path)
+    return doc
+
+
+def read_user_tables(path: Path) -> tuple[dict[str, tuple[list[str], list[tuple]]], dict[str, str], int | None]:
+    """USER_TABLES' (columns, rows) from a cache that may be damaged, what could not be read (table:
+    reason), and the highest scan run id it knows of."""
+    kept: dict[str, tuple[list[str], list[tuple]]] = {}
+    unreadable: dict[str, str] = {}
+    last_run: int | None = None
+    try:
+        conn = sqlite3.connect(str(Path(path).expanduser()))
+    except sqlite3.DatabaseError as e:
+        return {}, dict.fromkeys(USER_TABLES, str(e)), None
+    conn.text_factory = _from_db  # paths as they were (see _Connection), not as they are stored
+    try:
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            return {}, dict.fromkeys(USER_TABLES, str(e)), None
+        for table in USER_TABLES:
+            if table not in tables:  # a cache from before the table existed
+                continue
+            try:
+                cur = conn.execute(f"SELECT * FROM {table}")
+                rows = cur.fetchall()
+                kept[table] = ([d[0] for d in cur.description], rows)
+            except sqlite3.DatabaseError as e:
+                unreadable[table] = str(e)
+        ids = []
+        for sql in ("SELECT max(id) FROM runs", "SELECT max(plan_run_id) FROM apply_runs",
+                    "SELECT max(run_id) FROM group_decisions"):  # fmt: skip
+            with contextlib.suppress(sqlite3.DatabaseError):
+                ids.append(conn.execute(sql).fetchone()[0])
+        last_run = max((i for i in ids if i is not None), default=None)
+    finally:
+        conn.close()
+    return kept, unreadable, last_run
+
+
+@dataclass
+class Rebuilt:
+    path: Path
+    backup: Path
+    kept: dict[str, int]  # rows carried over, by table
+    unreadable: dict[str, str]  # tables that could not be read from the old file, and why
+
+
+def rebuild(path: Path, *, force: bool = False) -> Rebuilt:
+    """Move the cache aside (`PATH.bak-YYYYmmdd-HHMMSS`, with its -wal and -shm) and start an empty one that
+    keeps review decisions, the "not duplicates" list and the apply journal. Refuses, touching nothing,
+    when those cannot be read from the old file, unless `force`. The caller holds the cache lock."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise NdupError(f"there is no cache at {path}", hint="nothing to rebuild; `ndup scan FOLDER` creates one")
+    kept, unreadable, last_run = read_user_tables(path)
+    if unreadable and not force:
+        what = ", ".join(unreadable)
+        raise NdupError(
+            f"cannot read {what} from the damaged cache {path} ({next(iter(unreadable.values()))})",
+            hint="`ndup cache rebuild --force` starts an empty cache anyway and keeps the old file beside it; "
+            "review decisions or apply journals in it would not come along",
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.bak-{stamp}")
+    n = 1
+    while any(Path(f"{backup}{s}").exists() for s in ("", "-wal", "-shm")):
+        n += 1
+        backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+    moved: list[tuple[Path, Path]] = []
+    created = False
+    try:
+        for old in cache_files(path):
+            new = Path(str(backup) + str(old)[len(str(path)) :])
+            os.rename(old, new)
+            moved.append((old, new))
+        created = True
+        store = Store.open(path)
+        try:
+            store.restore_user_tables(kept, last_run)
+        finally:
+            store.close()
+    except BaseException as e:  # put the old cache back as it was
+        for p in cache_files(path) if created else ():
+            p.unlink()
+        for old, new in reversed(moved):
+            os.rename(new, old)
+        if isinstance(e, OSError):
+            raise NdupError(
+                f"cannot rebuild the cache {path}: {e.strerror or e}",
+                hint="it is unchanged; check the free space and the folder's permissions",
+            ) from None
+        raise
+    return Rebuilt(path, backup, {t: len(rows) for t, (_, rows) in kept.items()}, unreadable)

@@ -48,8 +48,13 @@ def ndup_command(*args) -> list[str]:
 
 
 def run_ndup(*args, prefix: tuple[str, ...] = (), env: dict | None = None, timeout: float = 300) -> Ran:
-    """`ndup ARGS` in a subprocess (after `prefix`, e.g. setpriv), with its exit status, output and peak memory."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """`ndup ARGS` in a subprocess (after `prefix`, e.g. setpriv), with its exit status, output and peak
+    memory: that of its biggest process, decoding workers included (which are not ndup's own children
+    but the multiprocessing fork server's, and outlive it: on Linux a subreaper collects them all)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as where:
+        rss_file = os.path.join(where, "maxrss")
+        if sys.platform == "linux":
+            prefix = (sys.executable, str(Path(__file__).with_name("reaper.py")), rss_file, *prefix)
         proc = subprocess.Popen(
             [*prefix, *ndup_command(*args)], stdout=out, stderr=err, env={**os.environ, **(env or {})}
         )
@@ -66,7 +71,11 @@ def run_ndup(*args, prefix: tuple[str, ...] = (), env: dict | None = None, timeo
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Ran(proc.returncode, out.read(), err.read(), usage.ru_maxrss * 1024)
+        max_rss = usage.ru_maxrss
+        if os.path.exists(rss_file):
+            with open(rss_file) as f:
+                max_rss = max(max_rss, int(f.read()))
+        return Ran(proc.returncode, out.read(), err.read(), max_rss * 1024)
 
 
 def one_error_line(ran: Ran) -> str:

@@ -118,7 +118,7 @@ def test_the_whole_corpus_in_one_real_scan(tmp_path):
     assert "new\\nline.jpg" in shown.out and "caf\\xe9.jpg" in shown.out
 
 
-def test_odd_names_survive_json_apply_and_undo_byte_for_byte(tmp_path):
+def test_odd_names_survive_json_apply_cache_rebuild_and_undo_byte_for_byte(tmp_path):
     lib = tmp_path / "lib"
     write_odd_names(lib)
     db = tmp_path / "cache/ndup.db"
@@ -135,6 +135,8 @@ def test_odd_names_survive_json_apply_and_undo_byte_for_byte(tmp_path):
     assert len(applied.out.splitlines()) == len(ODD_NAMES) + 1  # one line per file: newlines in names escaped
     [kept] = contents(lib)  # the keeper, whichever name it has; the others are in the trash
     assert os.fsdecode(kept) in ("names/plain.jpg", *ODD_NAMES.values())
+    rebuilt = run_ndup("cache", "rebuild", "--db", db)  # the journal is carried over, names and all
+    assert rebuilt.returncode == 0, rebuilt.err
     undone = run_ndup("undo", "--db", db)
     assert undone.returncode == 0, undone.out + undone.err
     assert contents(lib) == before

@@ -13,12 +13,39 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.completion import completion_init
+from typer.core import TyperGroup
 
 from ndup import __version__
 from ndup.config import DB_ENV, cache_dir
 from ndup.errors import ExitCode, NdupError
 
+# The order `ndup --help` lists commands in: the daily path first, then the tools.
+COMMAND_ORDER = (
+    "scan",
+    "groups",
+    "plan",
+    "review",
+    "apply",
+    "undo",
+    "history",
+    "config",
+    "train",
+    "eval",
+    "explain",
+    "doctor",
+    "cache",
+)
+
+
+class OrderedGroup(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: (COMMAND_ORDER.index(n) if n in COMMAND_ORDER else len(COMMAND_ORDER), n))
+
+
 app = typer.Typer(
+    cls=OrderedGroup,
     name="ndup",
     help="Find duplicate and near-duplicate photos, review them, and clean up safely.",
     no_args_is_help=True,
@@ -27,6 +54,9 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+# Shell completion (`_NDUP_COMPLETE=complete_bash ndup`, what the scripts in completions/ call) needs
+# Typer's completion classes registered; add_completion=False only leaves out --install-completion.
+completion_init()
 
 DbOption = Annotated[
     Optional[Path],
@@ -104,10 +134,10 @@ def handle_errors(fn):
             # stdout was closed early (e.g. `ndup groups | head`): not an error worth a message
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(int(ExitCode.OK)) from None
-        except sqlite3.Error as e:  # met outside a `with Store.open(...)` block, which would name the cache
+        except sqlite3.Error as e:  # the cache went bad, or its disk filled up, under the command
             from ndup.store import cache_error
 
-            error = cache_error(e, None)
+            error = cache_error(None, e)
             fail(f"error: {error}")
             raise typer.Exit(int(error.exit_code)) from None
         except Exception as e:  # a bug: one line for the user, the traceback in a log for the report
