@@ -20,6 +20,11 @@ HNSW_EF_CONSTRUCTION = 200
 MAX_HASH_BUCKET = 64
 
 
+def query_ef(k: int, n: int) -> int:
+    """The search beam for k nearest neighbours among n vectors."""
+    return max(2 * k, 64)
+
+
 def build_index(vectors: np.ndarray, *, threads: int = 1, seed: int = 0) -> hnswlib.Index:
     n, dim = vectors.shape
     index = hnswlib.Index(space="cosine", dim=dim)
@@ -49,7 +54,7 @@ def knn_pairs(
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index = build_index(vectors, threads=threads)
     k = min(k + 2, n)  # +2: each row finds itself, and perhaps its image's other hypothesis
-    index.set_ef(max(2 * k, 64))
+    index.set_ef(query_ef(k, n))
     labels, distances = index.knn_query(vectors, k=k, num_threads=threads)
     pairs: dict[tuple[int, int], float] = {}
     for row in range(n):

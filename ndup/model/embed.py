@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ndup.model.backbone import fold_batchnorms
 from ndup.model.device import choose_device
 from ndup.model.network import NdupNet, Variant
 from ndup.model.spec import model_id
 from ndup.model.weights import load_network
+from ndup.workers import default_workers
 
 VARIANTS = {
     "full": Variant(),
@@ -18,6 +21,36 @@ VARIANTS = {
     "multilayer": Variant(orientation=False, affine=False),
     "backbone": Variant(orientation=False, affine=False, multilayer=False),
 }
+
+
+def torch_threads(cores: int | None = None) -> int:
+    """Intra-op threads for the network on the CPU: one per core this process may use.
+
+    On a CPU the network costs several times what decoding does (docs/benchmarks.md), so it gets
+    every core; the decoding processes run beside it and the kernel shares the cores out. Fewer
+    threads left cores idle whenever the decoders waited on a full queue. NDUP_TORCH_THREADS
+    overrides it."""
+    env = os.environ.get("NDUP_TORCH_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, cores if cores is not None else default_workers())
+
+
+def prepare_for_inference(net: NdupNet, device: torch.device) -> NdupNet:
+    """The frozen network made faster without changing what it computes beyond float rounding:
+    batch norms folded into the convolutions, the backbone in channels-last layout (faster with
+    oneDNN and with cuDNN's tensor cores) and, on a GPU, the backbone in half precision (its
+    feature maps go back to float32 before pooling; the cache keeps descriptors as float16 anyway)."""
+    net.eval()
+    fold_batchnorms(net.backbone)
+    net.backbone.to(memory_format=torch.channels_last)
+    net.backbone_format = torch.channels_last
+    if device.type == "cuda":
+        net.backbone_half = torch.float16
+        torch.backends.cudnn.benchmark = True
+    elif device.type == "cpu":
+        torch.set_num_threads(torch_threads())
+    return net
 
 
 class Embedder:
@@ -29,9 +62,7 @@ class Embedder:
             self.net = NdupNet(variant=VARIANTS[variant]).eval().to(self.device)
         else:
             self.net = load_network(weights, VARIANTS[variant]).to(self.device)
-        if self.device.type == "cpu":
-            # oneDNN is fastest with all cores on one batch; decoding runs in other processes meanwhile
-            torch.set_num_threads(max(1, torch.get_num_threads()))
+        prepare_for_inference(self.net, self.device)
 
     @torch.inference_mode()
     def embed(self, pixels: np.ndarray, aspects: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -87,13 +87,26 @@ class NdupNet(nn.Module):
         alt_aligned, alt_info = self.align(x[alt_index], alt_aspect, second[alt_index])
         return aligned, info, alt_index, alt_aligned, alt_info
 
+    # Inference settings for the backbone alone (ndup.model.embed sets them; training leaves them):
+    # its memory layout, and a half-precision type to run it in on a GPU. Everything that decides
+    # something (orientation, angle, the pooled descriptor and its projection) stays in float32.
+    backbone_format: torch.memory_format = torch.contiguous_format
+    backbone_half: torch.dtype | None = None
+
+    def _stages(self, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
+        x = self.backbone.normalize(x).contiguous(memory_format=self.backbone_format)
+        if self.backbone_half is None or x.device.type != "cuda":
+            return self.backbone.forward_stages(x, taps)
+        with torch.autocast("cuda", dtype=self.backbone_half):
+            maps = self.backbone.forward_stages(x, taps)
+        return [m.float() for m in maps]
+
     def pooled(self, aligned: torch.Tensor) -> torch.Tensor:
-        maps = self.backbone.forward_stages(self.backbone.normalize(aligned), TAPS)
-        return pooled_taps(maps)
+        return pooled_taps(self._stages(aligned, TAPS))
 
     def describe(self, aligned: torch.Tensor) -> torch.Tensor:
         if not self.variant.multilayer:
-            head = self.backbone.forward_stages(self.backbone.normalize(aligned), (-1,))[0]
+            head = self._stages(aligned, (-1,))[0]
             return F.normalize(head.mean(dim=(2, 3)), dim=1)
         return self.projection(self.pooled(aligned))
 

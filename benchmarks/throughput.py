@@ -1,0 +1,428 @@
+"""Throughput benchmark: how close a scan comes to the decode limit, rescans, memory, the HNSW index.
+
+    python benchmarks/throughput.py                      # everything, default sizes (about an hour on 2 cores)
+    python benchmarks/throughput.py --images 200 --stat-files 20000 --vectors 100000   # a quick run
+    python benchmarks/throughput.py --parts hnsw --vectors 1000000                       # one part
+    python benchmarks/throughput.py ... --markdown docs/benchmarks.md                    # record the table
+    python benchmarks/throughput.py --device cuda ...                                    # on a GPU
+
+Parts (`--parts`, comma-separated; default all):
+
+  scan     builds a library of camera-sized JPEGs (`--size`, default 4000x3000, quality 90) cut and
+           scaled from the photo pool, then measures, in this order and in one run:
+           - the decode-only ceiling: the same files read and draft-decoded to the network's input
+             size by the same number of worker processes, nothing else (the physical limit);
+           - a cold scan (`ndup scan` in a subprocess, empty cache): images/s and the ratio to the ceiling;
+             peak RSS of the scan and its workers;
+           - a warm rescan of the same files (nothing changed: only stats).
+  rescan   100,000 (`--stat-files`) small distinct image files whose facts and embeddings are already in
+           the cache (written straight into it, so that preparing them takes seconds, not a cold scan):
+           the full `ndup scan` of that unchanged library, end to end in a subprocess (walk, stat,
+           cache lookup, matching with the persisted index, plan), and peak RSS. The embeddings are
+           real descriptors of the pool's photos with noise added (so neighbours look like a photo
+           library's, not like random vectors), never near enough to be duplicates.
+  hnsw     N (`--vectors`, default 1,000,000) random 256-d unit vectors: index build time, the time to
+           find every vector's 10 nearest neighbours (what grouping does), and recall@10 of that search
+           against exact brute force on a sample of queries, at the ef a scan uses and at higher ef.
+
+Timings on a shared machine are noisy; ratios measured in the same run (scan / ceiling) are the
+numbers to compare. Nothing here uses the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+START, END = "<!-- throughput:start -->", "<!-- throughput:end -->"
+DEFAULT_POOL = ROOT.parent / "shared" / "photos"
+GRAIN = 5.0  # standard deviation of the luminance noise added to the library's pictures
+
+
+# ---- the synthetic library ----------------------------------------------------------------------------
+def build_library(pool: Path, out: Path, n: int, size: tuple[int, int], quality: int, seed: int) -> list[Path]:
+    """n camera-sized JPEGs: random crops of pool photos scaled up to `size`, each distinct."""
+    from PIL import Image, ImageEnhance
+
+    photos = sorted(p for p in pool.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    rng = random.Random(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    w, h = size
+    for i in range(n):
+        path = out / f"IMG_{i:05d}.jpg"
+        files.append(path)
+        if path.exists():
+            continue
+        with Image.open(photos[i % len(photos)]) as src:
+            im = src.convert("RGB")
+        # a random crop of 60-100% with the camera's aspect, turned portrait half the time for variety
+        f = rng.uniform(0.6, 1.0)
+        cw = min(im.width, round(im.height * w / h)) * f
+        ch = cw * h / w
+        x0, y0 = rng.uniform(0, im.width - cw), rng.uniform(0, im.height - ch)
+        im = im.resize((w, h), Image.BICUBIC, box=(x0, y0, x0 + cw, y0 + ch))
+        im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.85, 1.15))
+        # sensor grain: an upscaled photo alone is far smoother than a camera's, and compresses (and
+        # decodes) faster than real photos do; with it the files are about camera-sized in bytes too
+        grain = np.random.default_rng(seed * 100_003 + i).normal(0, GRAIN, (h, w, 1)).astype(np.int16)
+        im = Image.fromarray(np.clip(np.asarray(im, dtype=np.int16) + grain, 0, 255).astype(np.uint8))
+        im.save(path, "JPEG", quality=quality)
+    return files
+
+
+# ---- measuring a subprocess ---------------------------------------------------------------------------
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS bytes of the command and every descendant, stdout)."""
+    reaper = ROOT / "tests" / "reaper.py"
+    with tempfile.TemporaryDirectory() as where:
+        rss_file = os.path.join(where, "maxrss")
+        prefix = [sys.executable, str(reaper), rss_file] if sys.platform == "linux" and reaper.exists() else []
+        start = time.perf_counter()
+        proc = subprocess.run([*prefix, *cmd], capture_output=True, env={**os.environ, **(env or {})})
+        wall = time.perf_counter() - start
+        if proc.returncode not in (0, 10):
+            sys.stderr.write(proc.stderr.decode(errors="replace"))
+            raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        if os.path.exists(rss_file):
+            with open(rss_file) as f:
+                rss = max(rss, int(f.read()))
+    return wall, rss * 1024, proc.stdout.decode()
+
+
+def ndup(*args) -> list[str]:
+    return [sys.executable, "-m", "ndup", *map(str, args)]
+
+
+# ---- part: scan ---------------------------------------------------------------------------------------
+def _draft_only(path: str) -> int:
+    """What the ceiling measures per file: read it, draft-decode it to the model's size (as a scan's
+    decode does), convert to RGB. No hashing, no resampling, no network."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from ndup.decode import MODEL_SIDE
+
+    with open(path, "rb") as f:
+        data = f.read()
+    im = Image.open(BytesIO(data))
+    im.draft("RGB", (MODEL_SIDE, MODEL_SIDE))
+    im = im.convert("RGB")
+    return im.width * im.height
+
+
+def decode_ceiling(files: list[Path], workers: int) -> float:
+    """Images per second of draft decoding alone, with `workers` processes (the scan's own pool)."""
+    from ndup.workers import ordered_map
+
+    paths = [str(p) for p in files]
+    list(ordered_map(_draft_only, paths[: 2 * workers], workers))  # start-up is not decode time
+    start = time.perf_counter()
+    for _ in ordered_map(_draft_only, paths, workers, in_flight=8 * workers):
+        pass
+    return len(paths) / (time.perf_counter() - start)
+
+
+def drop_page_cache_hint() -> str:
+    return "files in the page cache (read once while built); a cold disk adds its read time"
+
+
+def part_scan(args, work: Path) -> dict:
+    lib = work / f"library-{args.size[0]}x{args.size[1]}-q{args.quality}-g{GRAIN:g}"
+    t = time.perf_counter()
+    files = build_library(args.pool, lib, args.images, tuple(args.size), args.quality, args.seed)
+    files = files[: args.images]
+    for p in lib.iterdir():  # a library built for a larger --images run keeps its files: scan exactly n
+        if p not in set(files):
+            p.unlink()
+    print(f"library: {len(files)} files in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    mb = sum(p.stat().st_size for p in files) / len(files) / 2**20
+    for p in files:  # into the page cache, for every measurement alike
+        p.read_bytes()
+    workers = args.workers
+    ceiling = decode_ceiling(files, workers)
+    print(f"decode ceiling: {ceiling:.1f} images/s", file=sys.stderr)
+    db = work / "scan.db"
+    for f in work.glob("scan.db*"):
+        f.unlink()
+    common = ["--db", db, "--workers", workers, "--device", args.device, "--json", "--quiet"]
+    cold, rss, out = run_measured(ndup("scan", lib, *common))
+    summary = json.loads(out)["summary"]
+    assert summary["decoded"] == len(files), summary
+    print(f"cold scan: {cold:.1f} s", file=sys.stderr)
+    warm, warm_rss, out = run_measured(ndup("scan", lib, *common))
+    assert json.loads(out)["summary"]["decoded"] == 0
+    # the model's start-up (loading torch and the weights) is part of a cold scan; say how much
+    startup = measure_startup(args.device)
+    return {
+        "files": len(files),
+        "size": f"{args.size[0]}x{args.size[1]}",
+        "mb_per_file": round(mb, 2),
+        "workers": workers,
+        "ceiling_ips": round(ceiling, 2),
+        "cold_s": round(cold, 2),
+        "cold_ips": round(len(files) / cold, 2),
+        "startup_s": round(startup, 2),
+        "cold_ips_steady": round(len(files) / max(cold - startup, 1e-9), 2),
+        "ratio": round(len(files) / cold / ceiling, 3),
+        "ratio_steady": round(len(files) / max(cold - startup, 1e-9) / ceiling, 3),
+        "cold_rss": rss,
+        "warm_s": round(warm, 2),
+        "warm_rss": warm_rss,
+    }
+
+
+def measure_startup(device: str) -> float:
+    """Seconds to start ndup, import torch and load the network (a cold scan pays it once)."""
+    code = (
+        "import time; t=time.perf_counter(); import ndup.cli; from ndup.config import ScanSettings; "
+        "from ndup.scan import load_embedder; "
+        f"load_embedder(ScanSettings(roots=(), device={device!r})); print(time.perf_counter()-t)"
+    )
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+# ---- part: rescan of a large unchanged library ---------------------------------------------------------
+def part_rescan(args, work: Path) -> dict:
+    from bench_cache import seed_cache
+
+    lib = work / f"stat-{args.stat_files}"
+    db = work / f"stat-{args.stat_files}.db"
+    t = time.perf_counter()
+    seed_cache(lib, db, args.stat_files, args.pool, args.seed)
+    print(f"stat library: {args.stat_files} files seeded in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    common = ["--db", db, "--workers", args.workers, "--device", "cpu", "--json", "--quiet"]
+    # The first rescan of a seeded cache builds the persisted index (the seeding wrote none); the
+    # second is the steady state a user sees every time.
+    first, first_rss, out = run_measured(ndup("scan", lib, *common))
+    s = json.loads(out)["summary"]
+    assert s["decoded"] == 0, s
+    warm, rss, out = run_measured(ndup("scan", lib, *common))
+    s = json.loads(out)["summary"]
+    assert s["decoded"] == 0, s
+    return {
+        "stat_files": args.stat_files,
+        "first_s": round(first, 2),
+        "first_rss": first_rss,
+        "warm_s": round(warm, 2),
+        "warm_rss": rss,
+        "stages": s.get("stages", {}),
+        "groups": len(json.loads(out)["groups"]),
+    }
+
+
+# ---- part: hnsw ---------------------------------------------------------------------------------------
+def part_hnsw(args) -> dict:
+    from ndup import neighbors
+
+    n, dim, threads = args.vectors, 256, args.threads
+    rng = np.random.default_rng(args.seed)
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    # Planted near-duplicates: what grouping must find. 0.5% of the vectors are replaced by noisy
+    # copies (cosine about 0.9) of others; random vectors have no other neighbour above ~0.35.
+    planted = min(n // 200, 5000)
+    pairs = rng.choice(n, size=(planted, 2), replace=False)
+    noise = rng.standard_normal((planted, dim), dtype=np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    copies = 0.9 * x[pairs[:, 0]] + np.sqrt(1 - 0.81) * noise
+    x[pairs[:, 1]] = copies / np.linalg.norm(copies, axis=1, keepdims=True)
+    t = time.perf_counter()
+    index = neighbors.build_index(x, threads=threads)
+    build = time.perf_counter() - t
+    print(f"hnsw: built {n} in {build:.0f} s", file=sys.stderr)
+    k = 10
+    # exact neighbours of a sample of the vectors (themselves excluded), by brute force
+    sample = rng.choice(n, size=min(args.queries, n), replace=False)
+    t = time.perf_counter()
+    exact = np.empty((len(sample), k), dtype=np.int64)
+    for s in range(0, len(sample), 32):
+        rows = sample[s : s + 32]
+        sims = x[rows] @ x.T
+        sims[np.arange(len(rows)), rows] = -np.inf
+        top = np.argpartition(-sims, k, axis=1)[:, :k]
+        exact[s : s + len(rows)] = top
+    brute = (time.perf_counter() - t) / len(sample) * n  # extrapolated to every vector
+    out = {"vectors": n, "dim": dim, "threads": threads, "build_s": round(build, 1), "brute_s_est": round(brute, 1),
+           "queries": len(sample), "planted": planted, "ef": {}}  # fmt: skip
+    scan_ef = neighbors.query_ef(k, n)
+    for ef in sorted({scan_ef, 64, 128, 256}):
+        index.set_ef(ef)
+        labels, _ = index.knn_query(x[sample], k=k + 1, num_threads=threads)
+        hits = sum(len(set(lab[lab != q][:k].tolist()) & set(ex.tolist())) for lab, ex, q in zip(labels, exact, sample))
+        recall = hits / (len(sample) * k)
+        t = time.perf_counter()
+        index.knn_query(x[: min(n, 20000)], k=k + 1, num_threads=threads)
+        all_q = (time.perf_counter() - t) / min(n, 20000) * n
+        found = 0
+        if planted:
+            a, _ = index.knn_query(x[pairs[:, 0]], k=k + 1, num_threads=threads)
+            b, _ = index.knn_query(x[pairs[:, 1]], k=k + 1, num_threads=threads)
+            found = sum(int(q in la or p in lb) for (p, q), la, lb in zip(pairs.tolist(), a.tolist(), b.tolist()))
+        dup = found / planted if planted else float("nan")
+        out["ef"][ef] = {"recall10": round(recall, 4), "query_all_s": round(all_q, 1), "scan": ef == scan_ef,
+                         "planted_recall": round(dup, 4)}  # fmt: skip
+        print(f"hnsw: ef {ef}: recall@10 {recall:.4f}, planted {dup:.4f}, all queries {all_q:.0f} s", file=sys.stderr)
+    return out
+
+
+# ---- the report ---------------------------------------------------------------------------------------
+def _mib(b: int) -> str:
+    return f"{b / 2**20:,.0f} MiB"
+
+
+def markdown(res: dict, command: str) -> str:
+    env = res["env"]
+    lines = [
+        f"Measured {env['date']} on {env['machine']} ({env['cpus']} CPU cores, shared with other work; "
+        f"torch {env['torch']}, device `{env['device']}`), with:",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+    ]
+    if "scan" in res:
+        s = res["scan"]
+        lines += [
+            f"**Scan** of {s['files']} camera-sized JPEGs ({s['size']}, quality {res['env']['quality']}, "
+            f"{s['mb_per_file']} MB each, in the page cache), `--workers {s['workers']}`:",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| decode-only ceiling (draft decode, same workers) | {s['ceiling_ips']} images/s |",
+            f"| cold scan, end to end (`ndup scan`, empty cache) | {s['cold_ips']} images/s ({s['cold_s']} s) |",
+            f"| ratio cold scan / ceiling | **{s['ratio']}** |",
+            f"| start-up in that (Python, torch, weights) | {s['startup_s']} s |",
+            f"| cold scan without start-up / ceiling | {s['ratio_steady']} ({s['cold_ips_steady']} images/s) |",
+            f"| peak RSS of the cold scan (all processes) | {_mib(s['cold_rss'])} |",
+            f"| warm rescan of the same {s['files']} files | {s['warm_s']} s |",
+            "",
+        ]
+    if "rescan" in res:
+        r = res["rescan"]
+        stages = ", ".join(f"{k} {v} s" for k, v in r["stages"].items())
+        lines += [
+            f"**Warm rescan** of an unchanged library of {r['stat_files']:,} files (all cached), end to end:",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| first rescan (persisted index built from the cache) | {r['first_s']} s |",
+            f"| warm rescan (index loaded) | **{r['warm_s']} s** |",
+            f"| where the warm rescan's time goes | {stages} |",
+            f"| peak RSS (all processes) | {_mib(r['warm_rss'])} |",
+            "",
+        ]
+    if "hnsw" in res:
+        h = res["hnsw"]
+        lines += [
+            f"**HNSW** over {h['vectors']:,} random {h['dim']}-d unit vectors, {h['threads']} threads "
+            f"(recall@10 against brute force on {h['queries']:,} of them, self excluded; "
+            f"{h['planted']:,} of them replaced by noisy copies of others at cosine 0.9, found by the 10-NN search "
+            f"of either side or not):",
+            "",
+            "| ef | recall@10 | planted copies found | build | 10-NN of every vector | build + search |",
+            "|---|---|---|---|---|---|",
+        ]
+        for ef, e in h["ef"].items():
+            mark = " (what a scan uses)" if e["scan"] else ""
+            total = h["build_s"] + e["query_all_s"]
+            lines.append(
+                f"| {ef}{mark} | {e['recall10']} | {e['planted_recall']} | {h['build_s']} s | {e['query_all_s']} s "
+                f"| {total / 60:.1f} min |"
+            )
+        lines += ["", f"Brute force for comparison: about {h['brute_s_est'] / 60:.0f} min (extrapolated).", ""]
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, table: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{START}\n{table}\n{END}"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n## Throughput\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--parts", default="scan,rescan,hnsw", help="comma-separated: scan, rescan, hnsw")
+    p.add_argument("--pool", type=Path, default=DEFAULT_POOL, help="the photo pool")
+    p.add_argument("--work", type=Path, default=None, help="work folder (kept between runs) [a temporary one]")
+    p.add_argument("--images", type=int, default=1000, help="camera-sized JPEGs in the scanned library")
+    p.add_argument("--size", type=int, nargs=2, default=(4000, 3000), metavar=("W", "H"))
+    p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--stat-files", type=int, default=100_000, help="files in the unchanged library")
+    p.add_argument("--vectors", type=int, default=1_000_000, help="vectors in the HNSW part")
+    p.add_argument("--queries", type=int, default=1000, help="brute-force checked queries for recall")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for the HNSW part")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--markdown", type=Path, default=None, help="write the table into this file, between markers")
+    p.add_argument("--json", type=Path, default=None, help="write the raw results here")
+    args = p.parse_args(argv)
+    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+    import torch
+
+    res: dict = {
+        "env": {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "device": args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
+            "quality": args.quality,
+        }
+    }
+    if args.device == "cuda":
+        res["env"]["machine"] += f", {torch.cuda.get_device_name()}"
+    tmp = None
+    work = args.work
+    if work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="ndup-throughput-")
+        work = Path(tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        if "scan" in parts:
+            res["scan"] = part_scan(args, work)
+        if "rescan" in parts:
+            res["rescan"] = part_rescan(args, work)
+        if "hnsw" in parts:
+            res["hnsw"] = part_hnsw(args)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp.name, ignore_errors=True)
+    command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    table = markdown(res, command.strip())
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    if args.markdown:
+        write_markdown(args.markdown, table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
