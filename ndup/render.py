@@ -91,6 +91,13 @@ class RichProgress:
         if self._bar is not None and self._task is not None:
             self._bar.advance(self._task, n)
 
+    def note(self, text: str) -> None:
+        """A one-line note on stderr (shown also with --quiet and --json: it is news, not progress)."""
+        if self._bar is not None:
+            self._bar.console.print(Text("note: " + printable(text)), soft_wrap=True)
+        else:
+            print_note("note: " + text)
+
     def done(self) -> None:
         if self._bar is not None:
             self._bar.stop()

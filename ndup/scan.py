@@ -42,6 +42,8 @@ class Progress:
 
     def advance(self, n: int = 1) -> None: ...
 
+    def note(self, text: str) -> None: ...
+
     def done(self) -> None: ...
 
 
@@ -89,9 +91,16 @@ def _decoder_crashed(path: str) -> Failure:
     return Failure(path, "the decoder crashed on this file (its worker process died); it is skipped until it changes")
 
 
-def _read_changed(entries: list[FileEntry], workers: int) -> Iterator[tuple[FileEntry, Outcome]]:
+def read_ahead(workers: int, batch_size: int) -> int:
+    """Files handed to the decoding processes ahead of the one the scan waits for: two batches and
+    then some, so that they decode the next batch while the network embeds this one (on a CPU the
+    network is the slower part; on a GPU the decoders must never wait for it)."""
+    return max(8 * max(workers, 1), 2 * batch_size + 4 * max(workers, 1))
+
+
+def _read_changed(entries: list[FileEntry], workers: int, batch_size: int) -> Iterator[tuple[FileEntry, Outcome]]:
     paths = (e.path for e in entries)
-    outcomes = ordered_map(analyze, paths, workers, in_flight=8 * max(workers, 1), crashed=_decoder_crashed)
+    outcomes = ordered_map(analyze, paths, workers, in_flight=read_ahead(workers, batch_size), crashed=_decoder_crashed)
     try:
         yield from zip(entries, outcomes)
     except BrokenProcessPool as e:  # not one file's doing: new worker processes die at once
@@ -185,6 +194,14 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
             entries.append(item)
             progress.advance()
     counts.files_seen = len(entries)
+    stages = counts.extra.setdefault("stages", {})
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        stages[name] = round(now - clock, 3)
+        clock = now
 
     model_id = embedder_model_id(settings)
     needs_embedding = settings.variant != "phash"
@@ -197,12 +214,13 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
             todo.append(e)
         elif c.kind == "image" and c.content_hash not in embedded:
             todo.append(e)  # facts are current but this model has not seen the file yet
+    lap("walk")
 
     if todo:
         workers = settings.workers or default_workers()
         embedder = None
         progress.stage("Reading images", total=len(todo))
-        for batch in _batches(_read_changed(todo, workers), settings.batch_size):
+        for batch in _batches(_read_changed(todo, workers, settings.batch_size), settings.batch_size):
             new: dict[str, Decoded] = {}
             for _, o in batch:
                 if isinstance(o, Decoded) and o.facts.content_hash not in embedded:
@@ -222,6 +240,7 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
             counts.embedded += len(vectors)
             progress.advance(len(batch))
 
+    lap("read")
     progress.stage("Matching")
     paths = [e.path for e in entries]
     images = store.image_records(paths)
@@ -230,17 +249,35 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     counts.failures = len(failures)
     counts.not_images = counts.files_seen - counts.images - (len(failures) - len(walk_failures))
     embeddings = store.embeddings((im.facts.content_hash for im in images), model_id) if needs_embedding else {}
+    lap("load")
+    index = neighbors.IndexFile(index_path(settings.db_path), model_id) if needs_embedding else None
     clusters, verdicts = match(
-        images, embeddings, settings, IgnoreIndex(store.ignored_hash_sets()), lambda h: store.thumbnail(h, model_id)
+        images,
+        embeddings,
+        settings,
+        IgnoreIndex(store.ignored_hash_sets()),
+        lambda h: store.thumbnail(h, model_id),
+        index=index,
     )
+    if index is not None:
+        r = index.report
+        counts.extra["index"] = {"rows": r.rows, "added": r.added, "removed": r.removed, "searched": r.queried,
+                                 "rebuilt": r.rebuilt}  # fmt: skip
+        if r.note:
+            progress.note(r.note)
+    lap("match")
     if on_matched is not None:
         on_matched(images, verdicts)
-    counts.elapsed_s = round(time.monotonic() - started, 3)
     summary = {k: v for k, v in asdict(counts).items() if k != "extra"}
     summary["model"] = model_id
     progress.done()
     policy, pick = keeper_policies(settings.prefer, settings.pick)
-    return make_plan(run_id, images, clusters, failures, summary, policy, pick, settings.protect)
+    plan = make_plan(run_id, images, clusters, failures, summary, policy, pick, settings.protect)
+    lap("plan")
+    # seconds per stage (walk: finding and statting files; read: decoding and embedding what changed;
+    # load: cached facts and embeddings; match: index, verification, groups) and what the index did
+    plan.summary.update(counts.extra, elapsed_s=round(time.monotonic() - started, 3))
+    return plan
 
 
 def _thumb_lookup(hashes: list[str], fetch: Callable[[str], bytes | None]):
@@ -281,6 +318,7 @@ def match(
     settings: ScanSettings,
     ignore: IgnoreIndex | None = None,
     thumbnail: Callable[[str], bytes | None] | None = None,
+    index: neighbors.IndexFile | None = None,
 ) -> tuple[list, list[PairVerdict]]:
     """Candidate pairs (kNN + hash buckets) -> verdicts -> clusters.
 
@@ -313,7 +351,10 @@ def match(
             has_alt = ~np.isnan(alt_vectors[:, 0])
             rows = np.concatenate([vectors, alt_vectors[has_alt]])
             owners = np.concatenate([owners, np.flatnonzero(has_alt)])
-        found = neighbors.knn_pairs(rows, settings.neighbors, min_similarity=CANDIDATE_MIN_COSINE, owners=owners)
+        if index is None:
+            found = neighbors.knn_pairs(rows, settings.neighbors, min_similarity=CANDIDATE_MIN_COSINE, owners=owners)
+        else:
+            found = _indexed_pairs(index, hashes, rows, owners, len(images), settings.neighbors)
         candidates |= set(found)
     pairs = np.array(sorted(candidates), dtype=np.int64).reshape(-1, 2)
     thumbs = _thumb_lookup(hashes, thumbnail) if thumbnail else None
@@ -336,6 +377,49 @@ def match(
         similar_rank=pick.rank(images),
     )
     return clusters, verdicts
+
+
+def index_path(db_path: Path) -> Path:
+    """The persisted search index beside the cache (`ndup.db` -> `ndup.db.hnsw`, and `.hnsw.meta`)."""
+    return Path(f"{Path(db_path).expanduser()}.hnsw")
+
+
+# Above this many rows the index is built and searched with every core (the graph then depends on
+# thread timing; small libraries, and tests, stay deterministic on one thread).
+THREADED_INDEX_ROWS = 20_000
+
+
+def _indexed_pairs(index, hashes: list[str], rows: np.ndarray, owners: np.ndarray, n_images: int, k: int) -> dict:
+    """knn_pairs through the persisted index: one row per distinct content (and hypothesis), keyed by
+    content hash, so rows stay valid across scans; pairs found between two contents hold for every
+    file with those contents (exact copies are paired by their hash anyway)."""
+    first: dict[str, int] = {}
+    files_of: dict[int, list[int]] = {}
+    for i, h in enumerate(hashes):
+        j = first.setdefault(h, i)
+        files_of.setdefault(j, []).append(i)
+    seen: dict[str, int] = {}
+    keep, keys = [], []
+    primary = np.arange(len(rows)) < n_images
+    for r, (owner, is_primary) in enumerate(zip(owners.tolist(), primary.tolist())):
+        if first[hashes[owner]] != owner:
+            continue  # an exact copy's rows are its first file's
+        key = hashes[owner] if is_primary else f"{hashes[owner]}/2"
+        if key not in seen:
+            seen[key] = r
+            keep.append(r)
+            keys.append(key)
+    keep_rows = np.asarray(keep, dtype=np.int64)
+    threads = default_workers() if len(keep_rows) >= THREADED_INDEX_ROWS else 1
+    found = neighbors.knn_pairs(rows[keep_rows], k, min_similarity=CANDIDATE_MIN_COSINE,
+                                owners=owners[keep_rows], index=index, keys=keys, threads=threads)  # fmt: skip
+    pairs: dict[tuple[int, int], float] = {}
+    for (a, b), sim in found.items():
+        for i in files_of[a]:
+            for j in files_of[b]:
+                if i != j:
+                    pairs[(i, j) if i < j else (j, i)] = sim
+    return pairs
 
 
 def verifier_for(settings: ScanSettings):

@@ -1,0 +1,184 @@
+"""The persisted HNSW index: incremental updates, deletions, damage, and the scan that keeps it."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import photo, save
+
+from ndup import neighbors
+from ndup.config import ScanSettings
+from ndup.scan import Progress, index_path, run_scan
+
+
+def unit(rng, n, dim=32):
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute(x, k):
+    return np.argsort(-(x @ x.T), axis=1)[:, :k]
+
+
+def overlap(a, b):
+    return np.mean([len(set(r) & set(s)) / len(s) for r, s in zip(a.tolist(), b.tolist())])
+
+
+def test_adding_rows_adds_only_those_and_removed_rows_vanish(tmp_path):
+    rng = np.random.default_rng(1)
+    x = unit(rng, 300)
+    keys = [f"h{i}" for i in range(300)]
+    first = neighbors.IndexFile(tmp_path / "c.db.hnsw", "m")
+    pos, _ = first.search(keys, x, 6)
+    assert first.report.rebuilt and first.report.added == 300 and first.report.note is None
+    assert overlap(pos, brute(x, 6)) > 0.95
+
+    again = neighbors.IndexFile(tmp_path / "c.db.hnsw", "m")
+    pos2, _ = again.search(keys, x, 6)
+    r = again.report
+    assert (r.added, r.removed, r.queried, r.rebuilt, r.saved) == (0, 0, 0, False, False)  # nothing to do
+    assert (pos2 == pos).all()
+
+    # 5 rows go, 7 come: exactly those are inserted; the rest is searched only near a change
+    x2 = np.concatenate([x[5:], unit(rng, 7)])
+    keys2 = keys[5:] + [f"new{i}" for i in range(7)]
+    later = neighbors.IndexFile(tmp_path / "c.db.hnsw", "m")
+    pos3, sims = later.search(keys2, x2, 6)
+    r = later.report
+    assert (r.added, r.removed, r.rebuilt) == (7, 5, False)
+    assert r.queried < len(keys2)
+    assert pos3.max() < len(keys2)  # positions refer to the current rows only: removed rows are gone
+    assert overlap(pos3, brute(x2, 6)) > 0.95
+    assert np.allclose(sims[:, 0], 1.0, atol=1e-4)  # each row finds itself first
+
+
+def test_slots_of_removed_rows_are_reused(tmp_path):
+    rng = np.random.default_rng(2)
+    x = unit(rng, 100)
+    path = tmp_path / "c.db.hnsw"
+    neighbors.IndexFile(path, "m").search([f"a{i}" for i in range(100)], x, 4)
+    size = path.stat().st_size
+    for round_ in range(3):  # replace half the rows three times: the file does not grow each time
+        x = np.concatenate([x[:50], unit(rng, 50)])
+        keys = [f"a{i}" for i in range(50)] + [f"r{round_}-{i}" for i in range(50)]
+        idx = neighbors.IndexFile(path, "m")
+        idx.search(keys, x, 4)
+        assert (idx.report.added, idx.report.removed) == (50, 50)
+    assert path.stat().st_size <= size * 1.6
+
+
+@pytest.mark.parametrize("damage", ["bytes", "truncated", "meta_missing", "meta_garbage", "other_index"])
+def test_a_damaged_index_is_rebuilt_with_a_note(tmp_path, damage):
+    rng = np.random.default_rng(3)
+    x = unit(rng, 120)
+    keys = [f"h{i}" for i in range(120)]
+    path = tmp_path / "c.db.hnsw"
+    neighbors.IndexFile(path, "m").search(keys, x, 5)
+    data = path.read_bytes()
+    if damage == "bytes":
+        path.write_bytes(data[:200] + bytes(64) + data[264:])
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "meta_missing":
+        os.unlink(f"{path}.meta")
+    elif damage == "meta_garbage":
+        with open(f"{path}.meta", "wb") as f:
+            f.write(b"PK\x03\x04 not really")
+    else:  # a crash between the two renames: a valid index that is not the one the meta describes
+        other = tmp_path / "other.hnsw"
+        neighbors.IndexFile(other, "m").search(keys[:60], x[:60], 5)
+        os.replace(other, path)
+    idx = neighbors.IndexFile(path, "m")
+    pos, _ = idx.search(keys, x, 5)
+    assert idx.report.rebuilt and "rebuilt" in idx.report.note
+    assert overlap(pos, brute(x, 5)) > 0.95
+    fresh = neighbors.IndexFile(path, "m")  # and the rebuilt file is sound
+    fresh.search(keys, x, 5)
+    assert not fresh.report.rebuilt and fresh.report.note is None
+
+
+def test_another_model_or_other_vectors_mean_a_rebuild(tmp_path):
+    rng = np.random.default_rng(4)
+    x = unit(rng, 80)
+    keys = [f"h{i}" for i in range(80)]
+    path = tmp_path / "c.db.hnsw"
+    neighbors.IndexFile(path, "model-1").search(keys, x, 5)
+    idx = neighbors.IndexFile(path, "model-2")
+    idx.search(keys, x, 5)
+    assert idx.report.rebuilt and "another model" in idx.report.note
+    idx = neighbors.IndexFile(path, "model-2")  # same keys, different vectors: the cache wins
+    idx.search(keys, unit(rng, 80), 5)
+    assert idx.report.rebuilt and "differ" in idx.report.note
+
+
+class StubEmbedder:
+    """The network's output shape with a cheap descriptor (the coarse colour layout)."""
+
+    def embed(self, pixels, aspects=None):
+        n, side = len(pixels), pixels.shape[1]
+        v = pixels.reshape(n, 8, side // 8, 8, side // 8, 3).mean(axis=(2, 4)).reshape(n, -1).astype(np.float32)
+        v -= v.mean(axis=1, keepdims=True)
+        return {
+            "vector": v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-6),
+            "phash": np.zeros(n, dtype=np.uint64),
+            "thumb": [np.zeros((12, 16), dtype=np.uint8)] * n,
+        }
+
+
+class Notes(Progress):
+    def __init__(self):
+        self.notes = []
+
+    def note(self, text):
+        self.notes.append(text)
+
+
+def stub_scan(root, db, progress=None):
+    settings = ScanSettings(roots=(root,), db_path=db, workers=1, variant="multilayer")
+    return run_scan(settings, progress, embedder_factory=lambda s: StubEmbedder())
+
+
+def test_scan_keeps_the_index_up_to_date(tmp_path):
+    lib, db = tmp_path / "lib", tmp_path / "c" / "ndup.db"
+    for i in range(6):
+        save(photo(500 + i, 320, 240), lib / f"p{i}.jpg", quality=90)
+    save(photo(500, 320, 240), lib / "copy-of-p0.png")
+    plan = stub_scan(lib, db)
+    assert plan.summary["index"]["added"] == 7 and plan.summary["index"]["rebuilt"]
+    assert index_path(db).exists() and os.path.exists(f"{index_path(db)}.meta")
+
+    plan = stub_scan(lib, db)  # unchanged: nothing added, nothing searched
+    assert plan.summary["index"] == {"rows": 7, "added": 0, "removed": 0, "searched": 0, "rebuilt": False}
+
+    for i in range(6, 8):  # two new photos: two insertions, no rebuild
+        save(photo(500 + i, 320, 240), lib / f"p{i}.jpg", quality=90)
+    plan = stub_scan(lib, db)
+    assert plan.summary["decoded"] == 2
+    assert (plan.summary["index"]["added"], plan.summary["index"]["rebuilt"]) == (2, False)
+
+    (lib / "copy-of-p0.png").unlink()  # a deleted file leaves the index and the results
+    plan = stub_scan(lib, db)
+    assert plan.summary["index"]["removed"] == 1
+    assert all("copy-of-p0" not in m.path for g in plan.groups for m in g.members)
+
+    index_path(db).write_bytes(b"not an index")  # damaged: rebuilt, said in one note, the scan goes on
+    notes = Notes()
+    plan = stub_scan(lib, db, notes)
+    assert plan.summary["index"]["rebuilt"] and len(notes.notes) == 1 and "rebuilt" in notes.notes[0]
+
+
+def test_a_cpu_run_never_touches_cuda():
+    """Device selection and a CPU embedding initialise no CUDA and load none of the GPU-only code."""
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from ndup.model.embed import Embedder\n"
+        "e = Embedder('cpu', None, 'backbone')\n"
+        "e.embed(np.zeros((2, 256, 256, 3), np.uint8), np.ones(2, np.float32))\n"
+        "assert not torch.cuda.is_initialized(), 'cuda initialised'\n"
+        "assert 'ndup.model.gpu' not in sys.modules, 'gpu module imported'\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
