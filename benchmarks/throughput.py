@@ -209,7 +209,7 @@ def part_rescan(args, work: Path) -> dict:
     lib = work / f"stat-{args.stat_files}"
     db = work / f"stat-{args.stat_files}.db"
     t = time.perf_counter()
-    seed_cache(lib, db, args.stat_files, args.pool, args.seed)
+    stats = seed_cache(lib, db, args.stat_files, args.pool, args.seed)
     print(f"stat library: {args.stat_files} files seeded in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     common = ["--db", db, "--workers", args.workers, "--device", "cpu", "--json", "--quiet"]
     # The first rescan of a seeded cache builds the persisted index (the seeding wrote none); the
@@ -228,6 +228,7 @@ def part_rescan(args, work: Path) -> dict:
         "warm_rss": rss,
         "stages": s.get("stages", {}),
         "groups": len(json.loads(out)["groups"]),
+        "neighbours": stats,
     }
 
 

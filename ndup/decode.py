@@ -295,7 +295,9 @@ class _Picture:
     lens: str | None = None
 
 
-def _open_pillow(data: bytes, side: int) -> _Picture:
+def _open_pillow(data: bytes, side: int, decoded: Image.Image | None = None) -> _Picture:
+    """`decoded`: the pixels, already decoded and turned upright elsewhere (a JPEG decoded on the GPU);
+    then the file is only parsed for its facts."""
     im = Image.open(BytesIO(data))  # multi-page and animated files open on their first frame
     fmt = im.format or "unknown"
     width, height = im.size
@@ -305,6 +307,8 @@ def _open_pillow(data: bytes, side: int) -> _Picture:
     orientation = exif.orientation
     if orientation in (5, 6, 7, 8):
         width, height = height, width
+    if decoded is not None:
+        return _Picture(decoded, fmt, width, height, exif, xmp, quality, False)
     if fmt in ("JPEG", "MPO"):
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: the main cost saving for camera photos.
         im.draft("RGB", (side, side))
@@ -379,7 +383,9 @@ def _open(data: bytes, container: str, path: str, side: int) -> _Picture:
     return _open_pillow(data, side)
 
 
-def _decode_image(data: bytes, content_hash: str, container: str, path: str) -> tuple[ImageFacts, np.ndarray]:
+def _decode_image(
+    data: bytes, content_hash: str, container: str, path: str, decoded: Image.Image | None = None
+) -> tuple[ImageFacts, np.ndarray]:
     import imagehash
 
     with warnings.catch_warnings():
@@ -387,7 +393,7 @@ def _decode_image(data: bytes, content_hash: str, container: str, path: str) -> 
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         # "Corrupt EXIF data" and the like: a damaged file is reported as a Failure, never as stderr noise.
         warnings.simplefilter("ignore", UserWarning)
-        pic = _open(data, container, path, MODEL_SIDE)
+        pic = _open(data, container, path, MODEL_SIDE) if decoded is None else _open_pillow(data, MODEL_SIDE, decoded)
         meta = pic.exif.facts(pic.xmp)  # EXIF values are decoded (and complained about) when read
     rgb = pic.rgb
     meta["capture_time"] = meta["capture_time"] or pic.capture_time
@@ -449,8 +455,45 @@ def _too_big(path: str, size: int) -> Failure:
     return Failure(path, f"file too large to read safely ({size / 2**30:.1f} GiB; the limit is {limit})")
 
 
-def analyze(path: str) -> Decoded | NotAnImage | Failure:
-    """Read a file once: sniff, hash, decode. Never raises for anything wrong with the file."""
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A JPEG read and hashed by a worker whose pixels are decoded elsewhere (on the GPU, in batches):
+    `finish` turns it into a Decoded once they are."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    data: bytes
+    content_hash: str
+    orientation: int  # EXIF orientation, for the decoder to apply
+
+    def finish(self, rgb: np.ndarray) -> Decoded | Failure:
+        """`rgb`: the upright picture (H, W, 3) uint8, at least MODEL_SIDE on its short side."""
+        try:
+            facts, pixels = _decode_image(self.data, self.content_hash, "JPEG", self.path, Image.fromarray(rgb))
+        except Exception as e:
+            return Failure(self.path, describe_error(e, self.data, "JPEG"))
+        return Decoded(path=self.path, size=self.size, mtime_ns=self.mtime_ns, facts=facts, pixels=pixels)
+
+
+def _deferrable(data: bytes) -> int | None:
+    """The EXIF orientation of a JPEG a GPU decoder can take (YCbCr or grey, within Pillow's size
+    limits); None for anything else, which is decoded here as usual."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(BytesIO(data))
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+            return _image_exif(im).orientation
+    except Exception:  # whatever is wrong with it, the CPU path says so with its reason
+        return None
+
+
+def analyze(path: str, defer_jpeg: bool = False) -> Decoded | Deferred | NotAnImage | Failure:
+    """Read a file once: sniff, hash, decode. Never raises for anything wrong with the file.
+
+    `defer_jpeg`: a plain JPEG is read and hashed but not decoded (a Deferred), for the GPU."""
     try:
         # Non-blocking, then checked: a file swapped for a named pipe or a device since the walk saw it
         # must not hang the scan or be read forever.
@@ -480,6 +523,8 @@ def analyze(path: str) -> Decoded | NotAnImage | Failure:
         return Failure(path, "permission denied: ndup cannot read this file")
     except OSError as e:
         return Failure(path, f"cannot read: {e.strerror or e}")
+    if defer_jpeg and fmt == "JPEG" and (orientation := _deferrable(data)) is not None:
+        return Deferred(path, st.st_size, st.st_mtime_ns, data, hashlib.sha256(data).hexdigest(), orientation)
     try:
         facts, pixels = _decode_image(data, hashlib.sha256(data).hexdigest(), fmt, path)
     except Exception as e:  # every decoder failure is a per-file fact, never a crashed scan

@@ -18,7 +18,7 @@ from ndup import neighbors, structure
 from ndup.captures import apply_captures
 from ndup.config import ScanSettings
 from ndup.decisions import IgnoreIndex
-from ndup.decode import DECODE_VERSION, analyze
+from ndup.decode import DECODE_VERSION, Deferred, analyze
 from ndup.errors import NdupError
 from ndup.group import build_groups
 from ndup.plan import make_plan
@@ -78,7 +78,7 @@ def _batches(items: Iterator[tuple[FileEntry, Outcome]], size: int) -> Iterator[
     images = 0
     for item in items:
         batch.append(item)
-        images += isinstance(item[1], Decoded)
+        images += isinstance(item[1], (Decoded, Deferred))
         # Count only images towards the batch, so batches fill the model; cap the rest for latency.
         if images >= size or len(batch) >= 8 * size:
             yield batch
@@ -98,15 +98,54 @@ def read_ahead(workers: int, batch_size: int) -> int:
     return max(8 * max(workers, 1), 2 * batch_size + 4 * max(workers, 1))
 
 
-def _read_changed(entries: list[FileEntry], workers: int, batch_size: int) -> Iterator[tuple[FileEntry, Outcome]]:
+def _read_changed(
+    entries: list[FileEntry], workers: int, batch_size: int, read: Callable = analyze
+) -> Iterator[tuple[FileEntry, Outcome]]:
     paths = (e.path for e in entries)
-    outcomes = ordered_map(analyze, paths, workers, in_flight=read_ahead(workers, batch_size), crashed=_decoder_crashed)
+    outcomes = ordered_map(read, paths, workers, in_flight=read_ahead(workers, batch_size), crashed=_decoder_crashed)
     try:
         yield from zip(entries, outcomes)
     except BrokenProcessPool as e:  # not one file's doing: new worker processes die at once
         raise NdupError(
             f"the worker processes that read files cannot run ({e})", hint="try --workers 1, and check free memory"
         ) from None
+
+
+def _gpu_decoder(settings: ScanSettings) -> str | None:
+    """The device JPEGs are decoded on when the network runs on a CUDA GPU (there the CPU's decoders
+    would be the bottleneck); None: in the worker processes, as everywhere else. NDUP_GPU_DECODE=0
+    turns it off."""
+    if settings.variant == "phash" or settings.device not in ("auto", "cuda"):
+        return None
+    if os.environ.get("NDUP_GPU_DECODE") == "0":
+        return None
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def _decode_deferred(batch: list[tuple[FileEntry, Outcome]], device: str, workers: int) -> list:
+    """Decode a batch's deferred JPEGs together on `device`; files it cannot decode go to the CPU decoder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ndup.model.gpu import decode_jpegs
+
+    slots = [i for i, (_, o) in enumerate(batch) if isinstance(o, Deferred)]
+    if not slots:
+        return batch
+    deferred: list[Deferred] = [batch[i][1] for i in slots]  # type: ignore[misc]
+    rgbs = decode_jpegs([d.data for d in deferred], [d.orientation for d in deferred], device)
+
+    def finish(pair: tuple[Deferred, np.ndarray | None]) -> Outcome:
+        d, rgb = pair
+        return d.finish(rgb) if rgb is not None else analyze(d.path)
+
+    out = list(batch)
+    # hashes and measures of the small pictures: Pillow and numpy release the GIL for most of it
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, outcome in zip(slots, pool.map(finish, zip(deferred, rgbs))):
+            out[i] = (batch[i][0], outcome)
+    return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -220,7 +259,11 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
         workers = settings.workers or default_workers()
         embedder = None
         progress.stage("Reading images", total=len(todo))
-        for batch in _batches(_read_changed(todo, workers, settings.batch_size), settings.batch_size):
+        gpu = _gpu_decoder(settings)
+        read = functools.partial(analyze, defer_jpeg=True) if gpu else analyze
+        for batch in _batches(_read_changed(todo, workers, settings.batch_size, read), settings.batch_size):
+            if gpu:
+                batch = _decode_deferred(batch, gpu, workers)
             new: dict[str, Decoded] = {}
             for _, o in batch:
                 if isinstance(o, Decoded) and o.facts.content_hash not in embedded:

@@ -1,0 +1,89 @@
+"""Speed work that must not change results: the GPU decode path (run here with the CPU decoder in
+nvjpeg's place), the faster inference network, and CPU runs that never touch CUDA."""
+
+import subprocess
+import sys
+
+import numpy as np
+from conftest import photo, save
+from PIL import Image
+from test_index import StubEmbedder
+
+from ndup import scan as scan_module
+from ndup.config import ScanSettings
+from ndup.scan import run_scan
+from ndup.store import Store
+
+
+def library(root):
+    for i in range(4):
+        save(photo(700 + i, 640, 480), root / f"p{i}.jpg", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    save(photo(710, 480, 640).transpose(Image.Transpose.ROTATE_90), root / "turned.jpg", quality=90,
+         exif=exif.tobytes())  # fmt: skip
+    save(photo(711, 320, 240).convert("CMYK"), root / "cmyk.jpg", quality=90)
+    save(photo(712, 320, 240).convert("L"), root / "grey.jpg", quality=90)
+    save(photo(713, 320, 240), root / "p.png")
+    good = (root / "p0.jpg").read_bytes()
+    (root / "cut.jpg").write_bytes(good[: len(good) // 3])
+
+
+def facts(db):
+    with Store.open(db) as store:
+        return {r.path.rsplit("/", 1)[1]: r.facts for r in store.image_records(sorted(store.cached_stats()))}
+
+
+def test_jpegs_decoded_in_batches_elsewhere_give_the_cpu_facts(tmp_path, monkeypatch):
+    root = tmp_path / "lib"
+    library(root)
+    plans = {}
+    for name, device in (("cpu", None), ("deferred", "cpu")):
+        monkeypatch.setattr(scan_module, "_gpu_decoder", lambda settings, d=device: d)
+        settings = ScanSettings(roots=(root,), db_path=tmp_path / f"{name}.db", workers=2, variant="multilayer")
+        plans[name] = run_scan(settings, embedder_factory=lambda s: StubEmbedder())
+    assert [f.path for f in plans["cpu"].failures] == [f.path for f in plans["deferred"].failures]
+    assert plans["deferred"].summary["images"] == plans["cpu"].summary["images"] == 8
+    cpu, deferred = facts(tmp_path / "cpu.db"), facts(tmp_path / "deferred.db")
+    assert cpu.keys() == deferred.keys()
+    for name in cpu:
+        a, b = cpu[name], deferred[name]
+        assert (a.content_hash, a.format, a.width, a.height, a.quality, a.exif_tags) == (
+            b.content_hash, b.format, b.width, b.height, b.quality, b.exif_tags), name  # fmt: skip
+        assert (int(a.phash, 16) ^ int(b.phash, 16)).bit_count() <= 6, name  # another decoder, the same picture
+    assert deferred["turned.jpg"].width == 480 and deferred["turned.jpg"].height == 640  # EXIF orientation applied
+
+
+def test_faster_inference_network_computes_the_same():
+    import torch
+
+    from ndup.model.embed import VARIANTS, Embedder
+    from ndup.model.weights import load_network
+
+    rng = np.random.default_rng(0)
+    pixels = np.stack([np.asarray(photo(900 + i, 256, 256)) for i in range(6)])
+    pixels[3] = np.rot90(pixels[3])
+    aspects = rng.uniform(0.6, 1.6, size=6).astype(np.float32)
+    fast = Embedder("cpu").embed(pixels, aspects)
+    plain = load_network(None, VARIANTS["full"])
+    with torch.inference_mode():
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
+        ref = plain(x, torch.from_numpy(aspects))
+    assert np.abs(fast["vector"] - ref["vector"].numpy()).max() < 1e-4
+    assert (fast["orientation"] == ref["orientation"].numpy()).all()
+    assert (fast["phash"] == ref["phash"].numpy().astype(np.int64).view(np.uint64)).all()
+
+
+def test_a_cpu_run_never_touches_cuda():
+    """Device selection and a CPU embedding initialise no CUDA and load none of the GPU-only code."""
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from ndup.model.embed import Embedder\n"
+        "e = Embedder('cpu', None, 'backbone')\n"
+        "e.embed(np.zeros((2, 256, 256, 3), np.uint8), np.ones(2, np.float32))\n"
+        "assert not torch.cuda.is_initialized(), 'cuda initialised'\n"
+        "assert 'ndup.model.gpu' not in sys.modules, 'gpu module imported'\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
