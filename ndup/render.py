@@ -359,6 +359,8 @@ def cache_rows(doc: dict) -> list[tuple[str, str]]:
                   "images" + (f"; read {_when_at(doc['oldest_file_at'])} to {_when_at(doc['newest_file_at'])}"
                               if doc["files"] else "")),
         ("embeddings", models),
+        ("index", f"{doc['index']['path']} ({human_bytes(doc['index']['size'])})" if doc.get("index", {}).get("exists")
+                  else "none yet (the next scan builds it)"),
         ("scans", f"{doc['runs']} runs, {doc['plans']} plans; latest plan: {latest}; first run "
                   f"{_when_at(doc['first_run_at'])}, last {_when_at(doc['last_run_at'])}"),
         ("apply", f"{doc['apply_runs']} runs ({doc['undoable_apply_runs']} can be undone), "

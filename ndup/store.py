@@ -822,6 +822,13 @@ def cache_files(path: Path) -> list[Path]:
     return [p for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
 
 
+def index_files(path: Path) -> list[Path]:
+    """The persisted search index beside the cache (`CACHE.hnsw` and `CACHE.hnsw.meta`), those that exist.
+    Derived data: a scan rebuilds it whenever it is missing or does not match the cache."""
+    path = Path(path).expanduser()
+    return [p for p in (Path(f"{path}.hnsw"), Path(f"{path}.hnsw.meta")) if p.exists()]
+
+
 def disk_size(path: Path) -> int:
     return sum(p.stat().st_size for p in cache_files(path))
 
@@ -833,6 +840,8 @@ def cache_report(path: Path) -> dict:
     doc: dict = {"path": str(path), "exists": path.exists(), "size": disk_size(path)}
     if not doc["exists"]:
         return doc
+    index = index_files(path)
+    doc["index"] = {"path": f"{path}.hnsw", "exists": bool(index), "size": sum(p.stat().st_size for p in index)}
     try:
         store = Store.open(path)
     except NdupError as e:
@@ -929,6 +938,8 @@ def rebuild(path: Path, *, force: bool = False) -> Rebuilt:
             store.restore_user_tables(kept, last_run)
         finally:
             store.close()
+        for p in index_files(path):  # derived from the old cache's embeddings: the next scan builds anew
+            p.unlink()
     except BaseException as e:  # put the old cache back as it was
         for p in cache_files(path) if created else ():
             p.unlink()
