@@ -21,6 +21,7 @@ from ndup.decisions import IgnoreIndex
 from ndup.decode import DECODE_VERSION, Deferred, analyze
 from ndup.errors import NdupError
 from ndup.group import build_groups
+from ndup.pair_cache import PairCache
 from ndup.plan import make_plan
 from ndup.policy import keeper_policies
 from ndup.records import Decoded, Failure, FileEntry, ImageRecord, Outcome, PairVerdict, Plan
@@ -294,6 +295,7 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     embeddings = store.embeddings((im.facts.content_hash for im in images), model_id) if needs_embedding else {}
     lap("load")
     index = neighbors.IndexFile(index_path(settings.db_path), model_id) if needs_embedding else None
+    pairs = PairCache(pairs_path(settings.db_path), f"{model_id}|{settings.variant}|{settings.threshold}")
     clusters, verdicts = match(
         images,
         embeddings,
@@ -301,7 +303,9 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
         IgnoreIndex(store.ignored_hash_sets()),
         lambda h: store.thumbnail(h, model_id),
         index=index,
+        pair_cache=pairs,
     )
+    counts.extra["pairs"] = {"reused": pairs.reused, "verified": pairs.verified}
     if index is not None:
         r = index.report
         counts.extra["index"] = {"rows": r.rows, "added": r.added, "removed": r.removed, "searched": r.queried,
@@ -362,6 +366,7 @@ def match(
     ignore: IgnoreIndex | None = None,
     thumbnail: Callable[[str], bytes | None] | None = None,
     index: neighbors.IndexFile | None = None,
+    pair_cache: PairCache | None = None,
 ) -> tuple[list, list[PairVerdict]]:
     """Candidate pairs (kNN + hash buckets) -> verdicts -> clusters.
 
@@ -402,7 +407,11 @@ def match(
     pairs = np.array(sorted(candidates), dtype=np.int64).reshape(-1, 2)
     thumbs = _thumb_lookup(hashes, thumbnail) if thumbnail else None
     inputs = PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash, thumbs)
-    verdicts = verifier_for(settings).verdicts(inputs, pairs)
+    verifier = verifier_for(settings)
+    if pair_cache is None:
+        verdicts = verifier.verdicts(inputs, pairs)
+    else:  # pairs verified by an earlier scan keep their verdicts; only new pairs are verified
+        verdicts = pair_cache.verdicts(hashes, pairs, lambda sub: verifier.verdicts(inputs, sub))
     # bursts (same camera, seconds apart) become similar pairs; RAW+JPEG pairs of one capture never match
     verdicts = apply_captures(
         images, vectors, verdicts, burst_seconds=settings.burst_seconds, burst_similarity=settings.burst_similarity
@@ -420,6 +429,11 @@ def match(
         similar_rank=pick.rank(images),
     )
     return clusters, verdicts
+
+
+def pairs_path(db_path: Path) -> Path:
+    """Verdicts of the last scan's candidate pairs, beside the cache (`ndup.db` -> `ndup.db.pairs`)."""
+    return Path(f"{Path(db_path).expanduser()}.pairs")
 
 
 def index_path(db_path: Path) -> Path:

@@ -165,3 +165,24 @@ def test_scan_keeps_the_index_up_to_date(tmp_path):
     notes = Notes()
     plan = stub_scan(lib, db, notes)
     assert plan.summary["index"]["rebuilt"] and len(notes.notes) == 1 and "rebuilt" in notes.notes[0]
+
+
+def test_a_rescan_reuses_the_verdicts_of_unchanged_pairs(tmp_path):
+    lib, db = tmp_path / "lib", tmp_path / "ndup.db"
+    base = photo(600, 320, 240)
+    for i in range(5):
+        save(photo(600 + i, 320, 240), lib / f"p{i}.jpg", quality=90)
+    save(base, lib / "p0-again.jpg", quality=70)
+    first = stub_scan(lib, db)
+    total = first.summary["pairs"]["verified"]
+    assert total > 0 and first.summary["pairs"]["reused"] == 0
+    again = stub_scan(lib, db)
+    assert again.summary["pairs"] == {"reused": total, "verified": 0}
+    assert [(g.tier, [m.path for m in g.members]) for g in again.groups] == [
+        (g.tier, [m.path for m in g.members]) for g in first.groups
+    ]
+    save(photo(601, 320, 240), lib / "p1-again.jpg", quality=60)  # only pairs with the new photo are verified
+    later = stub_scan(lib, db)
+    assert 0 < later.summary["pairs"]["verified"] < total + 1
+    (tmp_path / "ndup.db.pairs").write_bytes(b"damaged")  # damaged: everything verified again, no error
+    assert stub_scan(lib, db).summary["pairs"]["reused"] == 0
