@@ -8,6 +8,7 @@ match the keeper directly or most of the other members.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +58,12 @@ def _strength(node: int, among: set[int], adj: dict[int, dict[int, float]]) -> t
     return (len(links), sum(links), -node)
 
 
+def _neg(strength: tuple) -> tuple:
+    """A strength as a min-heap key (largest strength first)."""
+    links, total, minus_node = strength
+    return (-links, -total, -minus_node)
+
+
 def _belongs(node: int, keeper: int, cluster: set[int], adj: dict[int, dict[int, float]]) -> bool:
     if node == keeper or keeper in adj[node]:
         return True
@@ -80,8 +87,25 @@ def cluster_edges(edges: Iterable[tuple[int, int, float]], rank: Callable[[int],
     clusters: list[Cluster] = []
     for comp in graph.components():
         remaining = set(comp)
+        # The most central remaining node, found lazily: a node's strength only falls as nodes leave
+        # `remaining`, so a popped node whose strength is still what it was pushed with is the maximum
+        # (the same node max() over `remaining` would pick; ties are broken by index in both). Linear
+        # scans made large components (tens of thousands of similar shots) quadratic.
+        heap = [(_neg(_strength(n, remaining, adj)), n) for n in comp]
+        heapq.heapify(heap)
         while len(remaining) >= 2:
-            center = max(remaining, key=lambda n, left=remaining: _strength(n, left, adj))
+            center = None
+            while heap:
+                key, n = heapq.heappop(heap)
+                if n not in remaining:
+                    continue
+                now = _neg(_strength(n, remaining, adj))
+                if now == key:
+                    center = n
+                    break
+                heapq.heappush(heap, (now, n))
+            if center is None:
+                break
             cluster = {center} | {m for m in adj[center] if m in remaining}
             while True:
                 keeper = min(cluster, key=rank)

@@ -63,3 +63,51 @@ def test_exact_tier_needs_identical_bytes_and_similar_groups_join_keepers():
 def test_similar_pairs_inside_one_copy_group_make_no_similar_group():
     groups = build_groups(3, [v(0, 1, "copy"), v(0, 2, "copy"), v(1, 2, "similar")], by_index, ["a", "b", "c"])
     assert [g.tier for g in groups] == ["copy"]
+
+
+# ---- the lazy-heap centre search picks exactly what a linear max() did ------------------------------
+from dataclasses import astuple  # noqa: E402
+
+from ndup.group import Cluster, _belongs, _Graph, _member_score, _strength  # noqa: E402
+
+
+def naive_cluster_edges(edges, rank, tier):
+    """The implementation before the lazy heap (a linear max() per step), as the reference."""
+    graph = _Graph(edges)
+    adj = graph.adj
+    clusters: list[Cluster] = []
+    for comp in graph.components():
+        remaining = set(comp)
+        while len(remaining) >= 2:
+            center = max(remaining, key=lambda n, left=remaining: _strength(n, left, adj))
+            cluster = {center} | {m for m in adj[center] if m in remaining}
+            while True:
+                keeper = min(cluster, key=rank)
+                linked = sum(1 for m in adj[keeper] if m in cluster)
+                if keeper == center or 2 * linked >= len(cluster) - 1:
+                    break
+                # The policy's favourite matches too little of this group to anchor it. It stays out
+                # (undeleted), so no file is ever deleted in favour of one the policy ranks lower.
+                cluster.discard(keeper)
+            members = {n for n in cluster if _belongs(n, keeper, cluster, adj)}
+            if len(members) < 2:
+                remaining.discard(center)
+                continue
+            ordered = sorted(members, key=lambda n: (n != keeper, rank(n)))
+            scores = tuple(_member_score(n, keeper, ordered, adj) for n in ordered)
+            clusters.append(Cluster(tier=tier, keeper=keeper, members=tuple(ordered), scores=scores))
+            remaining -= members
+    return clusters
+
+
+def test_lazy_centre_search_gives_the_same_clusters_as_a_linear_scan():
+    import random
+
+    for trial in range(150):
+        r = random.Random(trial)
+        n, p = r.randint(2, 50), r.uniform(0.02, 0.5)
+        edges = [(i, j, round(r.uniform(0.5, 1.0), r.choice([1, 3])))
+                 for i in range(n) for j in range(i + 1, n) if r.random() < p]  # fmt: skip
+        rank = lambda x: (x * 7919) % 101  # noqa: E731
+        fast = [astuple(c) for c in cluster_edges(edges, rank, "copy")]
+        assert fast == [astuple(c) for c in naive_cluster_edges(edges, rank, "copy")], trial
