@@ -351,7 +351,7 @@ def markdown(res: dict, command: str) -> str:
             "",
             "| measure | value |",
             "|---|---|",
-            f"| first rescan (persisted index built from the cache) | {r['first_s']} s |",
+            f"| first rescan (builds the index and pair verdicts when absent) | {r['first_s']} s |",
             f"| warm rescan (index loaded) | **{r['warm_s']} s** |",
             f"| where the warm rescan's time goes | {stages} |",
             f"| peak RSS (all processes) | {_mib(r['warm_rss'])} |",
