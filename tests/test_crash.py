@@ -243,6 +243,37 @@ def test_a_cache_damaged_in_the_middle(dup_tree):
     assert contents(lib) == before
 
 
+def test_after_cache_rebuild_undo_puts_back_what_an_earlier_apply_moved_and_scans_work(dup_tree):
+    """What the damaged-cache message tells a person to do, done: `ndup cache rebuild` keeps the old
+    file aside byte for byte, carries the apply journal over, and then undo and scan work again."""
+    lib, db = dup_tree
+    before = contents(lib)
+    applied = run_ndup("apply", "--yes", "--db", db)
+    assert applied.returncode == 0 and len(contents(lib)) == 3, applied.err
+    # what fills a real cache and so takes most damage: the facts and vectors of every photo (damage to
+    # the small tables of decisions and journal makes rebuild ask for --force: test_cache.py)
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        bulk = "SELECT pageno FROM dbstat WHERE name IN ('files', 'embeddings') AND pagetype = 'leaf'"
+        pages = [page for (page,) in conn.execute(bulk)]
+    assert len(pages) > 1
+    _overwrite_pages(db, pages, seed=3)
+    damaged = db.read_bytes()
+    refused = run_ndup("undo", "--db", db)
+    assert refused.returncode == 1 and one_error_line(refused).endswith(DAMAGED)
+    rebuilt = run_ndup("cache", "rebuild", "--db", db)
+    assert rebuilt.returncode == 0, rebuilt.err
+    [backup] = db.parent.glob("ndup.db.bak-*")
+    assert backup.read_bytes() == damaged
+    undone = run_ndup("undo", "--db", db)
+    assert undone.returncode == 0, undone.out + undone.err
+    assert contents(lib) == before
+    rescan = run_ndup("scan", lib, "--db", db, "--json", "--workers", "1")
+    assert rescan.returncode == 0 and rescan.err == "", rescan.err
+    assert len(json.loads(rescan.out)["groups"]) == 2
+    assert integrity(db) == [("ok",)]
+
+
 def test_a_cache_damaged_everywhere_but_its_first_page(dup_tree):
     _, db = dup_tree
     _overwrite_pages(db, list(range(2, db.stat().st_size // 4096 + 1)), seed=2)
