@@ -121,6 +121,24 @@ def test_kill_9_or_ctrl_c_during_a_scan_then_the_next_scan_resumes(killable, tmp
     print(f"seed {seed} {signal.Signals(sig).name}: {when}, {kept}/24 images kept")
 
 
+@pytest.mark.slow
+def test_ctrl_c_once_the_plan_is_saved_ends_with_the_commands_own_status(tmp_path):
+    """After the plan is saved only Python's teardown is left (up to a second, freeing torch), during which
+    Python puts Ctrl-C back to the default: ndup used to die of the signal there, silently (found by the
+    long run's Ctrl-C seeds 103 and 106). Now the command's own status stands, or its Ctrl-C line."""
+    lib, db = make_tree(tmp_path), tmp_path / "cache/ndup.db"
+    proc = subprocess.Popen(
+        ndup_command("scan", lib, "--db", db, "--workers", "1", "--quiet"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    saved = "SELECT count(*) FROM runs WHERE status = 'done'"
+    # 0.2 s later: before the fix, every delay from 0.03 to 0.33 s tried died of the signal
+    kill_when(proc, lambda: count(db, saved) > 0, 0.2, signal.SIGINT)
+    assert (proc.returncode, proc.stderr.read().decode()) in ((0, ""), (130, CTRL_C))
+    assert integrity(db) == [("ok",)]
+
+
 def test_an_interrupted_migration_leaves_a_cache_the_next_run_can_open(tmp_path, monkeypatch):
     """A crash while the cache is created or upgraded: each migration is one transaction."""
     db = tmp_path / "ndup.db"
