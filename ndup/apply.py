@@ -189,7 +189,8 @@ def _place(temp: str, dest: str) -> None:
 
 
 def move_file(src: str, dest: str, temp: str, expected_hash: str) -> None:
-    """Move a regular file without ever overwriting; safe to interrupt at any point (see reconcile)."""
+    """Move a regular file without ever overwriting; safe to interrupt at any point (see reconcile).
+    When it raises, `src` is where it was and `dest` does not exist."""
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     if os.path.lexists(dest):
         raise FileExistsError(errno.EEXIST, f"{dest} already exists; ndup never overwrites", dest)
@@ -212,7 +213,11 @@ def move_file(src: str, dest: str, temp: str, expected_hash: str) -> None:
             _fsync_dir(os.path.dirname(src))
             return
     _fsync_dir(os.path.dirname(dest))
-    os.unlink(src)
+    try:
+        os.unlink(src)
+    except OSError:  # the file cannot leave its folder (read-only filesystem, permissions): no move
+        _remove_if_exists(dest)  # a second name of it, or a verified copy: the original is untouched
+        raise
     _fsync_dir(os.path.dirname(src))
 
 
@@ -557,9 +562,17 @@ def _settle(store: Store, e: JournalEntry, failed: str = "") -> JournalEntry:
         else:
             dest_there = bool(dest) and os.path.lexists(dest)
             if src_there and dest_there and (_same_file(src, dest) or _hash_is(dest, e.content_hash)):
-                os.unlink(src)  # it got as far as both names: finish the move
-                _fsync_dir(os.path.dirname(src))
-                state = "done"
+                try:
+                    os.unlink(src)  # it got as far as both names: finish the move
+                    _fsync_dir(os.path.dirname(src))
+                    state = "done"
+                except OSError as err:  # it cannot leave its folder: take the second name or copy back
+                    state, failed = "cancelled", failed or f"cannot remove it from its folder ({err.strerror or err})"
+                    try:
+                        os.unlink(dest)
+                    except OSError:
+                        failed += f"; a copy was left at {dest}"
+                    dest_there = os.path.lexists(dest)
             elif dest_there and not src_there:
                 state = "done"
             elif src_there:

@@ -23,7 +23,8 @@ from ndup.records import Group, GroupDecision, Member, Plan
 def signature(group: Group, hashes: dict[str, str | None]) -> str:
     """Identifies a group by its members' paths and contents, so decisions outlive the run that showed it."""
     items = sorted(f"{m.path}\0{hashes.get(m.path) or ''}" for m in group.members)
-    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:32]
+    # surrogateescape: a file name that is not UTF-8 hashes as its bytes (any other name as its UTF-8)
+    return hashlib.sha256("\n".join(items).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 class IgnoreIndex:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
@@ -27,6 +28,10 @@ from ndup.records import Decoded, Failure, ImageFacts, NotAnImage
 DECODE_VERSION = 2  # 2: HEIF/AVIF/RAW, capture metadata, sharpness and exposure
 # The square RGB image handed to the model; the model resamples it to its own input size.
 MODEL_SIDE = 256
+# Image files are read whole into memory: a bigger one (a disk image that starts like a JPEG, a huge scan)
+# is a failure, not a worker's memory. Pillow refuses images over ~179 megapixels anyway, which
+# uncompressed at 8 bits per channel is ~0.5 GiB.
+MAX_FILE_BYTES = 1 << 30
 # Alpha is flattened onto white, as photo tools do when they export a transparent image to JPEG.
 BACKGROUND = (255, 255, 255)
 
@@ -383,8 +388,8 @@ def _decode_image(data: bytes, content_hash: str, container: str, path: str) -> 
         # "Corrupt EXIF data" and the like: a damaged file is reported as a Failure, never as stderr noise.
         warnings.simplefilter("ignore", UserWarning)
         pic = _open(data, container, path, MODEL_SIDE)
+        meta = pic.exif.facts(pic.xmp)  # EXIF values are decoded (and complained about) when read
     rgb = pic.rgb
-    meta = pic.exif.facts(pic.xmp)
     meta["capture_time"] = meta["capture_time"] or pic.capture_time
     meta["lens"] = meta["lens"] or pic.lens
     sharpness, clipped = measure(rgb)
@@ -407,10 +412,26 @@ def _decode_image(data: bytes, content_hash: str, container: str, path: str) -> 
     return facts, pixels
 
 
-def describe_error(e: BaseException) -> str:
+_BOMB = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+)")
+
+
+def _truncated(data: bytes, container: str) -> bool:
+    """Whether the file is shorter than its own header says (decoders that do not say "truncated")."""
+    if container == "WEBP" and len(data) >= 8:
+        return int.from_bytes(data[4:8], "little") + 8 > len(data)
+    return False
+
+
+def describe_error(e: BaseException, data: bytes = b"", container: str = "") -> str:
     """A short, human reason for a decode failure."""
     if isinstance(e, Image.DecompressionBombError):
-        return f"image too large to decode safely ({e}); if you trust this file, it needs a manual check"
+        m = _BOMB.search(str(e))
+        size = f"{int(m.group(1)):,} pixels; the limit is {int(m.group(2)):,}" if m else str(e)
+        return f"image too large to decode safely ({size}); if you trust this file, it needs a manual check"
+    if "Decompressed data too large" in str(e):  # a zip bomb in a PNG text or ICC chunk
+        return "image too large to decode safely (a compressed metadata chunk expands past the safety limit)"
+    if _truncated(data, container):
+        return "truncated image: the file ends before the image data does"
     if isinstance(e, Image.UnidentifiedImageError):
         return "not a readable image: the format is not supported or the data is corrupt"
     if isinstance(e, _Unreadable):
@@ -423,11 +444,21 @@ def describe_error(e: BaseException) -> str:
     return f"corrupt image data ({text})"
 
 
+def _too_big(path: str, size: int) -> Failure:
+    limit = f"{MAX_FILE_BYTES / 2**30:g} GiB"
+    return Failure(path, f"file too large to read safely ({size / 2**30:.1f} GiB; the limit is {limit})")
+
+
 def analyze(path: str) -> Decoded | NotAnImage | Failure:
     """Read a file once: sniff, hash, decode. Never raises for anything wrong with the file."""
     try:
-        with open(path, "rb") as f:
+        # Non-blocking, then checked: a file swapped for a named pipe or a device since the walk saw it
+        # must not hang the scan or be read forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
             st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return Failure(path, "not a regular file any more (replaced since the scan found it)")
             head = f.read(SNIFF_BYTES)
             fmt = sniff(head)
             if fmt is None:
@@ -437,7 +468,12 @@ def analyze(path: str) -> Decoded | NotAnImage | Failure:
                 if st.st_size == 0:
                     return Failure(path, "empty file (0 bytes)")
                 return Failure(path, f"not an image: the contents are not any image format, despite the {ext} name")
-            data = head + f.read()
+            # The file is read whole (hash, EXIF, RAW), so its size is bounded, also while it grows.
+            if st.st_size > MAX_FILE_BYTES:
+                return _too_big(path, st.st_size)
+            data = head + f.read(MAX_FILE_BYTES + 1 - len(head))
+            if len(data) > MAX_FILE_BYTES:
+                return _too_big(path, len(data))
     except FileNotFoundError:
         return Failure(path, "the file disappeared during the scan")
     except PermissionError:
@@ -447,7 +483,7 @@ def analyze(path: str) -> Decoded | NotAnImage | Failure:
     try:
         facts, pixels = _decode_image(data, hashlib.sha256(data).hexdigest(), fmt, path)
     except Exception as e:  # every decoder failure is a per-file fact, never a crashed scan
-        return Failure(path, describe_error(e))
+        return Failure(path, describe_error(e, data, fmt))
     return Decoded(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, facts=facts, pixels=pixels)
 
 

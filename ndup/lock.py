@@ -72,9 +72,12 @@ def cache_lock(db_path: Path) -> Iterator[None]:
                 hint="wait for it to finish; a crashed run releases the lock by itself",
                 exit_code=ExitCode.LOCKED,
             )
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:  # the pid is only for the message above: a full disk must not stop the run here
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
         yield
     finally:
         os.close(fd)  # closing releases the lock; the file stays, so no two runs can race to recreate it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 
 from rich import box
@@ -17,6 +18,31 @@ from ndup.records import Plan
 
 ACTION_STYLE = {"keep": "bold green", "delete": "red", "review": "yellow"}
 TIER_STYLE = {"exact": "magenta", "copy": "cyan", "similar": "yellow"}
+
+
+# Characters a file name may hold that would break a line or lie about the name when shown as they are:
+# control characters (a newline starts a new line), bidirectional overrides (text shown backwards), and
+# the lone surrogates that stand for bytes that are not UTF-8.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match) -> str:
+    ch = match.group()
+    code = ord(ch)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a name that is not UTF-8, as os.fsdecode carries it
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """`text` as one honest line for a terminal: control characters, bidirectional overrides and bytes
+    that are not UTF-8 are shown as escapes (\\n, \\x1b, \\u202e, \\xe9), as `ls -b` does."""
+    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
 
 
 def stdout_console() -> Console:
@@ -100,7 +126,7 @@ def _shown(path: str, base: str) -> str:
 def print_plan(plan: Plan, console: Console, show_failures: bool = True) -> None:
     base = _common_folder([m.path for g in plan.groups for m in g.members])
     if plan.groups:
-        title = f"Duplicate groups (run {plan.run_id})" + (f" under {base}" if base else "")
+        title = f"Duplicate groups (run {plan.run_id})" + (f" under {printable(base)}" if base else "")
         table = Table(title=title, title_justify="left", expand=False, pad_edge=False, box=box.SIMPLE_HEAD)
         table.add_column("group", justify="right", no_wrap=True)
         table.add_column("tier", no_wrap=True)
@@ -119,8 +145,8 @@ def print_plan(plan: Plan, console: Console, show_failures: bool = True) -> None
                     f"{m.score:.2f}",
                     f"{m.width}x{m.height}",
                     human_bytes(m.size),
-                    Text(_shown(m.path, base)),
-                    Text(m.reason, style="dim"),
+                    Text(printable(_shown(m.path, base))),
+                    Text(printable(m.reason), style="dim"),
                     end_section=i == len(g.members) - 1,
                 )
         console.print(table)
@@ -133,7 +159,7 @@ def print_plan(plan: Plan, console: Console, show_failures: bool = True) -> None
         fails.add_column("file", overflow="fold")
         fails.add_column("reason", overflow="fold")
         for f in plan.failures:
-            fails.add_row(Text(f.path), Text(f.reason))
+            fails.add_row(Text(printable(f.path)), Text(printable(f.reason)))
         console.print(fails)
     console.print(Text(summary_line(plan)))
 
@@ -154,13 +180,13 @@ def print_settings(rows: list[tuple[str, object, str, str]], file, found: bool, 
             if isinstance(value, bool)
             else str(value)
         )
-        table.add_row(key, Text(shown or "(none)"), Text(source), Text(meaning))
+        table.add_row(key, Text(printable(shown) or "(none)"), Text(printable(source)), Text(meaning))
     console.print(table)
 
 
 def error(message: str) -> None:
     # soft_wrap: an error is one line however long, so scripts and grep see it whole
-    stderr_console().print(Text(message), style="red" if sys.stderr.isatty() else None, soft_wrap=True)
+    stderr_console().print(Text(printable(message)), style="red" if sys.stderr.isatty() else None, soft_wrap=True)
 
 
 def print_metrics(m, console: Console) -> None:
@@ -237,16 +263,16 @@ def result_line(result, *, undo: bool = False) -> Text:
     else:
         verb = result.state
     line = Text(f"{verb:<15} ", style=_RESULT_STYLE.get(result.state, ""))
-    line.append(result.src)
+    line.append(printable(result.src))
     if result.state in ("done", "would") and not undo:
         if result.action in ("move",) and result.dest:
-            line.append(f" -> {result.dest}")
+            line.append(f" -> {printable(result.dest)}")
         elif result.action in ("hardlink", "symlink"):
-            line.append(f" -> link to {result.keeper}")
+            line.append(f" -> link to {printable(result.keeper)}")
         else:
-            line.append(f"  (kept {result.keeper})", style="dim")
+            line.append(f"  (kept {printable(result.keeper)})", style="dim")
     if result.reason:
-        line.append(f": {result.reason}")
+        line.append(f": {printable(result.reason)}")
     return line
 
 
@@ -274,7 +300,7 @@ def apply_summary(report) -> str:
 
 
 def print_note(message: str) -> None:
-    stderr_console().print(Text(message), style="yellow" if sys.stderr.isatty() else None, soft_wrap=True)
+    stderr_console().print(Text(printable(message)), style="yellow" if sys.stderr.isatty() else None, soft_wrap=True)
 
 
 def print_history(runs, console: Console) -> None:

@@ -26,6 +26,7 @@ from ndup import decisions
 from ndup.decisions import GroupView, IgnoreIndex
 from ndup.plan import human_bytes
 from ndup.records import Plan
+from ndup.render import printable
 
 THUMB_SIDE = 480  # pixels decoded for a thumbnail: plenty for a terminal cell grid
 CARD_MIN = 36  # columns a file's card needs for its facts
@@ -56,6 +57,7 @@ def plural(n: int, word: str) -> str:
 
 
 def short_path(path: str, width: int) -> str:
+    path = printable(path)
     return path if len(path) <= width else "…" + path[-(width - 1) :]
 
 

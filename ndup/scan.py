@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -82,9 +85,19 @@ def _batches(items: Iterator[tuple[FileEntry, Outcome]], size: int) -> Iterator[
         yield batch
 
 
+def _decoder_crashed(path: str) -> Failure:
+    return Failure(path, "the decoder crashed on this file (its worker process died); it is skipped until it changes")
+
+
 def _read_changed(entries: list[FileEntry], workers: int) -> Iterator[tuple[FileEntry, Outcome]]:
     paths = (e.path for e in entries)
-    yield from zip(entries, ordered_map(analyze, paths, workers, in_flight=8 * max(workers, 1)))
+    outcomes = ordered_map(analyze, paths, workers, in_flight=8 * max(workers, 1), crashed=_decoder_crashed)
+    try:
+        yield from zip(entries, outcomes)
+    except BrokenProcessPool as e:  # not one file's doing: new worker processes die at once
+        raise NdupError(
+            f"the worker processes that read files cannot run ({e})", hint="try --workers 1, and check free memory"
+        ) from None
 
 
 @functools.lru_cache(maxsize=4)
@@ -144,18 +157,16 @@ def run_scan(
     progress = progress or Progress()
     started = time.monotonic()
     roots = _check_roots(settings.roots)
-    store = Store.open(settings.db_path)
-    try:
+    with Store.open(settings.db_path, check=True) as store:
         run_id = store.begin_run([str(r) for r in roots], _settings_record(settings))
         try:
             plan = _scan(store, run_id, roots, settings, progress, embedder_factory, started, on_matched)
         except BaseException:
-            store.finish_run(run_id, "interrupted")
+            with contextlib.suppress(sqlite3.Error):  # a full disk must not hide what stopped the scan
+                store.finish_run(run_id, "interrupted")
             raise
         store.save_plan(plan)
         return plan
-    finally:
-        store.close()
 
 
 def _settings_record(settings: ScanSettings) -> dict:

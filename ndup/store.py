@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -35,6 +36,47 @@ from ndup.records import (
     Outcome,
     Plan,
 )
+
+# ---- text in and out of SQLite ------------------------------------------------------------------------
+# A POSIX file name is bytes; Python hands over a name that is not valid UTF-8 (an old camera's
+# Latin-1, a zip from another system) as a str with lone surrogates (os.fsdecode), and sqlite3 refuses
+# to encode those. Every str that goes in is therefore stored with its lone surrogates, and NUL (which
+# no path holds), written as NUL + 4 hex digits; every str that comes out is decoded back. Valid
+# UTF-8 text is stored as it is, and the round trip is exact, so such files can be acted on and undone.
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+_ESCAPED = re.compile("\x00([0-9a-f]{4})")
+
+
+def _escape(match: re.Match) -> str:
+    return f"\x00{ord(match.group()):04x}"
+
+
+def _to_db(value):
+    if type(value) is str and _UNSAFE.search(value):
+        return _UNSAFE.sub(_escape, value)
+    return value
+
+
+def _from_db(raw: bytes) -> str:
+    text = raw.decode("utf-8", "surrogateescape")
+    return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), text) if "\x00" in text else text
+
+
+def _params(parameters):
+    if isinstance(parameters, dict):
+        return {k: _to_db(v) for k, v in parameters.items()}
+    return [_to_db(v) for v in parameters]
+
+
+class _Connection(sqlite3.Connection):
+    """sqlite3's connection, storing any Python str (see above); sqlite-utils writes through it too."""
+
+    def execute(self, sql, parameters=(), /):
+        return super().execute(sql, _params(parameters))
+
+    def executemany(self, sql, seq_of_parameters, /):
+        return super().executemany(sql, (_params(p) for p in seq_of_parameters))
+
 
 migrations = Migrations("ndup")
 
@@ -204,7 +246,13 @@ class Store:
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path) -> Store:
+    def open(cls, path: Path, *, check: bool = False) -> Store:
+        """Open (creating or migrating) the cache; use it as `with Store.open(path) as store:` so that an
+        SQLite error met on the way (a damaged file, a full disk) becomes one clear NdupError.
+
+        `check`: first run SQLite's quick_check, so that a damaged cache is refused before anything is
+        written into it (scan, apply and undo do; it reads the whole file, about 0.25 s per 100,000
+        photos when the file is in the page cache)."""
         path = Path(path).expanduser()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,18 +265,37 @@ class Store:
             raise NdupError(
                 f"the cache {path} is not readable and writable", hint="fix its permissions or use --db PATH"
             )
+        conn = None
         try:
-            conn = sqlite3.connect(str(path), timeout=30.0)
-            db = Database(conn)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            migrations.apply(db)
-        except sqlite3.DatabaseError as e:
-            raise cache_error(path, e) from None
-        return cls(db, path)
+            conn = sqlite3.connect(str(path), timeout=30.0, factory=_Connection)
+            conn.text_factory = _from_db
+            store = cls(Database(conn), path)
+            store.db.execute("PRAGMA journal_mode=WAL")
+            store.db.execute("PRAGMA synchronous=NORMAL")
+            if check and (problems := store.damage()):
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}")
+            migrations.apply(store.db)
+        except BaseException as e:
+            if conn is not None:
+                conn.close()
+            if isinstance(e, sqlite3.Error):
+                raise cache_error(path, e) from None
+            raise
+        return store
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        try:
+            self.close()
+        except sqlite3.Error as e:
+            error = error or e
+        if isinstance(error, sqlite3.Error):
+            raise cache_error(self.path, error) from None
 
     @property
     def schema_version(self) -> int:
@@ -732,11 +799,18 @@ DAMAGED_HINT = (
 )
 
 
-def cache_error(path: Path | None, e: sqlite3.DatabaseError) -> NdupError:
+def cache_error(path: Path | None, e: sqlite3.Error) -> NdupError:
     """The one-line error for a cache SQLite cannot use (`path` None: the cache the command was given)."""
     where = f"the cache {path}" if path else "the cache"
     if is_damaged(e):
         return NdupError(f"{where} is damaged ({e})", hint=DAMAGED_HINT)
+    if getattr(e, "sqlite_errorname", "").startswith("SQLITE_FULL") or "disk is full" in str(e):
+        return NdupError(
+            f"the disk holding {where} is full ({e}); everything saved before this point is kept",
+            hint="free some space or put the cache elsewhere with --db PATH, then run the command again",
+        )
+    if "readonly" in str(e):
+        return NdupError(f"{where} cannot be written ({e})", hint="check its permissions, or use --db PATH")
     if "locked" in str(e):
         return NdupError(f"{where} is locked by another program ({e})", hint="close it, or use --db PATH")
     return NdupError(f"cannot use {where}: {e}", hint="check the disk and the file's permissions, or use --db PATH")
@@ -787,6 +861,7 @@ def read_user_tables(path: Path) -> tuple[dict[str, tuple[list[str], list[tuple]
         conn = sqlite3.connect(str(Path(path).expanduser()))
     except sqlite3.DatabaseError as e:
         return {}, dict.fromkeys(USER_TABLES, str(e)), None
+    conn.text_factory = _from_db  # paths as they were (see _Connection), not as they are stored
     try:
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

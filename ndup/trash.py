@@ -99,7 +99,8 @@ def choose(path: str) -> TrashSlot:
     stem, ext = os.path.splitext(name)
     original = os.path.relpath(path, topdir) if topdir else os.path.abspath(path)
     when = datetime.datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
-    text = f"[Trash Info]\nPath={quote(original, safe='/')}\nDeletionDate={when}\n"
+    # the spec's Path is the name's bytes, percent-encoded (as they are, even when they are not UTF-8)
+    text = f"[Trash Info]\nPath={quote(os.fsencode(original), safe='/')}\nDeletionDate={when}\n"
     n = 1
     while True:
         candidate = name if n == 1 else f"{stem}.{n}{ext}"

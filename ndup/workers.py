@@ -8,6 +8,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -21,9 +22,17 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _ignore_sigint() -> None:
+def _worker_init() -> None:
     # Ctrl-C goes to the whole process group; only the parent decides what to do with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # C libraries (libtiff above all) print warnings about damaged files straight to stderr, where they
+    # would break the one-line-per-problem output; a worker's results and errors come back as values.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 def _context():
@@ -32,21 +41,80 @@ def _context():
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, in_flight: int = 64) -> Iterator[R]:
-    """Like map(), in worker processes when workers > 1; at most `in_flight` results wait in memory."""
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_worker_init)
+
+
+def _alive() -> bool:
+    return True
+
+
+def _submit(pool: ProcessPoolExecutor, fn: Callable, item) -> Future:
+    """pool.submit, or, when the pool has broken meanwhile, a future that says so."""
+    try:
+        return pool.submit(fn, item)
+    except BrokenProcessPool as e:
+        fut: Future = Future()
+        fut.set_exception(e)
+        return fut
+
+
+def ordered_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int,
+    in_flight: int = 64,
+    crashed: Callable[[T], R] | None = None,
+) -> Iterator[R]:
+    """Like map(), in worker processes when workers > 1; at most `in_flight` results wait in memory.
+
+    A worker that dies (a decoder that crashes on a hostile file, the kernel's OOM killer) breaks the
+    pool: then a new pool is started, and the item first in line is tried again on its own. If that
+    kills a worker too, `crashed(item)` stands for its result (without `crashed`, BrokenProcessPool
+    propagates); the items behind it are simply tried again. A new pool that cannot even run a no-op
+    is no item's doing: BrokenProcessPool propagates. With one worker, `fn` runs in this process,
+    where nothing can be isolated.
+    """
     if workers <= 1:
         yield from map(fn, items)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_ignore_sigint)
-    pending: deque[Future] = deque()
+    pool = _pool(workers)
+    pending: deque[tuple[T, Future]] = deque()
+
+    def restart() -> None:
+        nonlocal pool
+        pool.shutdown(wait=True, cancel_futures=True)
+        pool = _pool(workers)
+        pool.submit(_alive).result()
+
+    def head() -> R:
+        nonlocal pending
+        item, fut = pending.popleft()
+        try:
+            return fut.result()
+        except BrokenProcessPool:
+            if crashed is None:
+                raise
+        restart()
+        try:
+            result = pool.submit(fn, item).result()
+        except BrokenProcessPool:
+            restart()
+            result = crashed(item)
+        pending = deque(
+            (it, f if f.done() and not f.cancelled() and f.exception() is None else _submit(pool, fn, it))
+            for it, f in pending
+        )
+        return result
+
     try:
         for item in items:
-            pending.append(pool.submit(fn, item))
+            pending.append((item, _submit(pool, fn, item)))
             if len(pending) >= in_flight:
-                yield pending.popleft().result()
+                yield head()
         while pending:
-            yield pending.popleft().result()
+            yield head()
     finally:
-        for fut in pending:
+        for _, fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -86,6 +86,16 @@ def make_tree(root: Path) -> Path:
     return root / "lib"
 
 
+def make_thirty(lib: Path, seed: int = 400) -> Path:
+    """30 files: 10 photos in LIB/photos, each with identical copies in LIB/copies and LIB/more (20 to trash)."""
+    for i in range(10):
+        p = save(photo(seed + i, 160, 120), lib / f"photos/p{i}.jpg", quality=90)
+        for folder in ("copies", "more"):
+            (lib / folder).mkdir(exist_ok=True)
+            shutil.copy2(p, lib / folder / f"p{i}.jpg")
+    return lib
+
+
 @pytest.fixture(scope="session")
 def dup_tree_template(tmp_path_factory):
     """make_tree's library scanned once per session, and a pristine copy of it (bytes and times)."""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_tree, photo, save, scan
+from conftest import make_thirty, make_tree, photo, save, scan
 
 from ndup import apply as apply_mod
 from ndup import decisions
@@ -328,12 +328,7 @@ def test_moves_across_filesystems_copy_verify_and_never_overwrite(tmp_path, monk
 @pytest.fixture
 def thirty(tmp_path):
     """30 files: 10 photos, each with two identical copies elsewhere (20 files to trash)."""
-    lib = tmp_path / "lib"
-    for i in range(10):
-        p = save(photo(400 + i, 160, 120), lib / f"photos/p{i}.jpg", quality=90)
-        for folder in ("copies", "more"):
-            (lib / folder).mkdir(exist_ok=True)
-            shutil.copy2(p, lib / folder / f"p{i}.jpg")
+    lib = make_thirty(tmp_path / "lib")
     db = tmp_path / "cache/ndup.db"
     plan = scan(lib, db)
     assert len(plan.groups) == 10 and plan.summary["to_delete"] == 20

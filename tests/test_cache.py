@@ -130,7 +130,9 @@ def test_a_cache_damaged_under_a_command_is_the_same_clear_line(tmp_path, monkey
 
     monkeypatch.setattr(Store, "require_plan", broken)
     r = run("groups", "--db", tmp_path / "c.db", code=1)
-    assert r.stderr.startswith("ndup: error: the cache is damaged (database disk image is malformed)")
+    assert r.stderr.startswith(
+        f"ndup: error: the cache {tmp_path / 'c.db'} is damaged (database disk image is malformed)"
+    )
     assert "ndup cache rebuild" in r.stderr
 
 

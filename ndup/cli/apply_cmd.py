@@ -117,6 +117,13 @@ def apply_options(
     )
 
 
+class _LogFile(logging.FileHandler):
+    """The --log-file handler: a line that cannot be written (a full disk) is lost, never a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextmanager
 def log_to(path: Path | None) -> Iterator[None]:
     """Append the run's log lines (and the error that ends it, if one does) to `path`."""
@@ -127,7 +134,7 @@ def log_to(path: Path | None) -> Iterator[None]:
     try:
         path = path.expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _LogFile(path, encoding="utf-8", errors="backslashreplace")
     except OSError as e:
         raise NdupError(
             f"cannot write the log file {path}: {e.strerror or e}", hint="choose another --log-file"
@@ -160,11 +167,8 @@ def carry_out(db: Path, opts, *, json_output: bool):
     from ndup.store import Store
 
     console = None if json_output else stdout_console()
-    store = Store.open(db)
-    try:
+    with Store.open(db, check=not opts.dry_run) as store:
         report = run_apply(store, opts, echo=(lambda r: print_result(r, console)) if console else (lambda r: None))
-    finally:
-        store.close()
     if console is not None:
         from ndup.render import apply_summary
 
@@ -249,14 +253,10 @@ def undo_command(
 
     path = db_path(db)
     console = None if json_output else stdout_console()
-    with log_to(log_file), cache_lock(path):
-        store = Store.open(path)
-        try:
-            report = run_undo(
-                store, apply_run, echo=(lambda r: print_result(r, console, undo=True)) if console else (lambda r: None)
-            )
-        finally:
-            store.close()
+    with log_to(log_file), cache_lock(path), Store.open(path, check=True) as store:
+        report = run_undo(
+            store, apply_run, echo=(lambda r: print_result(r, console, undo=True)) if console else (lambda r: None)
+        )
     if json_output:
         from ndup.report import undo_to_json
 
@@ -278,11 +278,8 @@ def history_command(db: DbOption = None, json_output: JsonOption = False) -> Non
     """List apply runs (their ids are what `ndup undo RUN` takes)."""
     from ndup.store import Store
 
-    store = Store.open(db_path(db))
-    try:
+    with Store.open(db_path(db)) as store:
         runs = store.apply_runs()
-    finally:
-        store.close()
     if json_output:
         from ndup.report import history_to_json
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sqlite3
 import sys
 import traceback
@@ -106,8 +107,15 @@ def db_path(option: Path | None) -> Path:
     return Path(effective()["cache.db"])
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def print_json(doc: dict) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    """JSON in UTF-8 on stdout. A file name that is not valid UTF-8 carries lone surrogates (os.fsdecode);
+    they are written as JSON escapes (\\udce9), which JSON readers take back to the same str, and
+    os.fsencode to the name's exact bytes."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    sys.stdout.write(_LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
     sys.stdout.flush()
 
 
@@ -115,7 +123,7 @@ def _crash_log(exc: BaseException) -> Path | None:
     try:
         path = cache_dir() / "crash.log"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as f:
             f.write(f"ndup {__version__}: {' '.join(sys.argv)}\n")
             f.write("".join(traceback.format_exception(exc)) + "\n")
         return path
@@ -148,15 +156,15 @@ def handle_errors(fn):
             # stdout was closed early (e.g. `ndup groups | head`): not an error worth a message
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(int(ExitCode.OK)) from None
+        except sqlite3.Error as e:  # the cache went bad, or its disk filled up, under the command
+            from ndup.store import cache_error
+
+            error = cache_error(None, e)
+            fail(f"error: {error}")
+            raise typer.Exit(int(error.exit_code)) from None
         except Exception as e:  # a bug: one line for the user, the traceback in a log for the report
             if os.environ.get("NDUP_DEBUG"):
                 raise
-            if isinstance(e, sqlite3.DatabaseError):  # the cache went bad under the command
-                from ndup.store import cache_error, is_damaged
-
-                if is_damaged(e):
-                    fail(f"error: {cache_error(None, e)}")
-                    raise typer.Exit(int(ExitCode.ERROR)) from None
             log = _crash_log(e)
             where = f"; details in {log}" if log else ""
             fail(f"internal error: {type(e).__name__}: {e}{where} (please report it; NDUP_DEBUG=1 shows the traceback)")
@@ -182,4 +190,9 @@ def root(
 
 
 def main() -> None:
+    # A file name that is not valid UTF-8 must never stop a run at a print: whatever text shows it
+    # without escaping it first comes out with backslash escapes.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     app(prog_name="ndup")

@@ -35,11 +35,8 @@ def finish_with_plan(plan: Plan, *, json_output: bool, exit_code: bool) -> None:
 def _show(db, run: int | None, json_output: bool, exit_code: bool) -> None:
     from ndup.store import Store
 
-    store = Store.open(db_path(db))
-    try:
+    with Store.open(db_path(db)) as store:
         plan = store.require_plan(run)
-    finally:
-        store.close()
     finish_with_plan(plan, json_output=json_output, exit_code=exit_code)
 
 

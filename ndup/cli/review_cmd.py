@@ -26,8 +26,7 @@ def review(db: DbOption = None, run: RunOption = None) -> None:
             hint="run it in a terminal; for scripts use `ndup groups --json` and `ndup apply --yes`",
             exit_code=ExitCode.USAGE,
         )
-    store = Store.open(db_path(db))
-    try:
+    with Store.open(db_path(db)) as store:
         plan = store.require_plan(run)
         if not plan.groups:
             sys.stdout.write("No duplicate groups to review.\n")
@@ -35,6 +34,4 @@ def review(db: DbOption = None, run: RunOption = None) -> None:
         from ndup.review import run_review
 
         summary = run_review(store, plan)
-    finally:
-        store.close()
     sys.stdout.write(f"{summary}. Decisions are saved; `ndup apply` acts on the accepted groups.\n")
