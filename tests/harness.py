@@ -126,10 +126,15 @@ class PixelEmbedder:
     coarse colour layout (8 x 8 x 3), so identical files still get identical vectors. Fast, and the
     tests using it hold whatever model ndup ships."""
 
-    def embed(self, pixels: np.ndarray) -> np.ndarray:
+    def embed(self, pixels: np.ndarray, aspects: np.ndarray | None = None) -> dict[str, np.ndarray]:
         n, side = len(pixels), pixels.shape[1]
         cells = pixels.reshape(n, 8, side // 8, 8, side // 8, 3).mean(axis=(2, 4))
-        return cells.reshape(n, -1).astype(np.float32)
+        grey = pixels.reshape(n, 16, side // 16, 16, side // 16, 3).mean(axis=(2, 4, 5))
+        return {
+            "vector": cells.reshape(n, -1).astype(np.float32),
+            "phash": np.zeros(n, dtype=np.uint64),
+            "thumb": [t.round().astype(np.uint8) for t in grey],
+        }
 
 
 def pixel_embedder(settings) -> PixelEmbedder:
