@@ -37,8 +37,6 @@ def explain_pair(
     # through the cache's own form, so the pair is weighed exactly as a scan weighs it (second
     # orientation hypotheses, pixel-level check of the aligned thumbnails)
     entries = [cache_entry(out, i) for i in range(2)]
-    if da.facts.content_hash == db.facts.content_hash:
-        entries = entries[:1]
     embeddings = {d.facts.content_hash: (v, aux) for d, (v, aux, _) in zip((da, db), entries)}
     thumbs = {d.facts.content_hash: t for d, (_, _, t) in zip((da, db), entries)}
     inputs = pair_inputs(images, embeddings, thumbs.get)
