@@ -82,6 +82,9 @@ def combo(im: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 # kind -> (edit, file format to save as)
+# Bump when an edit changes: benchmark folders built by an older version are then rebuilt.
+EDITS_VERSION = 1
+
 EDITS = {
     "jpeg": (lambda im, r: _jpeg(im, r.uniform(20, 50)), "JPEG"),
     "resize": (lambda im, r: im.resize((max(32, int(im.width * (s := r.uniform(0.25, 0.6)))), max(32, int(im.height * s))), Image.LANCZOS), "JPEG"),

@@ -1,5 +1,6 @@
 """`python -m ndup`, and the `ndup` command."""
 
+import signal
 import sys
 
 
@@ -12,6 +13,11 @@ def run() -> None:
         main()
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        # The command is over, whatever its outcome. What is left is Python's own teardown (freeing torch
+        # takes up to a second), during which Python puts Ctrl-C back to the default: the process would
+        # die of it, without a line and without the command's exit status. Nothing is left to interrupt.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

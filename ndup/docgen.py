@@ -80,7 +80,8 @@ KEY_NAMES = {"pagedown": "PageDown", "pageup": "PageUp", "left": "Left", "right"
              "escape": "Escape"}  # fmt: skip
 
 EXIT_STATUS = {
-    ExitCode.OK: "success (also when `apply` skipped files for safety: each line says why)",
+    ExitCode.OK: "success (also when a scan lists files it could not read, or `apply` skipped files for safety: each "
+    "line says why)",
     ExitCode.ERROR: "an error (one line on stderr: what, which file, what to do); for `ndup doctor`: "
     "something a scan needs is missing",
     ExitCode.USAGE: "bad usage: unknown option, missing or nonexistent folder, unknown keeper rule, malformed "

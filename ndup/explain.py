@@ -10,7 +10,8 @@ from ndup.decode import analyze, load_rgb_array, save_contact_sheet
 from ndup.errors import NdupError
 from ndup.model.spec import SHIPPED_WEIGHTS
 from ndup.records import Decoded, ImageRecord
-from ndup.verify import CLASSES, FEATURES, DecisionUnit, PairInputs, pair_features
+from ndup.scan import cache_entry, pair_inputs
+from ndup.verify import CLASSES, FEATURES, DecisionUnit, pair_features
 
 
 def _decoded(path: Path) -> Decoded:
@@ -33,7 +34,12 @@ def explain_pair(
     unaligned = Embedder(device, weights, "multilayer")  # the same descriptor without the alignment stage
     out, plain = full.embed(pixels, aspects), unaligned.embed(pixels, aspects)
     images = [ImageRecord(str(d.path), d.size, d.mtime_ns, d.facts) for d in (da, db)]
-    inputs = PairInputs.from_records(images, out["vector"], [int(h) for h in out["phash"]])
+    # through the cache's own form, so the pair is weighed exactly as a scan weighs it (second
+    # orientation hypotheses, pixel-level check of the aligned thumbnails)
+    entries = [cache_entry(out, i) for i in range(2)]
+    embeddings = {d.facts.content_hash: (v, aux) for d, (v, aux, _) in zip((da, db), entries)}
+    thumbs = {d.facts.content_hash: t for d, (_, _, t) in zip((da, db), entries)}
+    inputs = pair_inputs(images, embeddings, thumbs.get)
     pair = np.array([[0, 1]])
     features = pair_features(inputs, pair)[0]
     unit = DecisionUnit.load(weights or SHIPPED_WEIGHTS)

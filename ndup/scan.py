@@ -167,7 +167,7 @@ def embedder_model_id(settings: ScanSettings) -> str:
     return model_id(settings.weights, settings.variant)
 
 
-def _cache_entry(out: dict, i: int) -> tuple[np.ndarray, dict, bytes]:
+def cache_entry(out: dict, i: int) -> tuple[np.ndarray, dict, bytes]:
     """One image's model output as the cache keeps it: the descriptor (followed by the second
     orientation hypothesis's, when there is one), the facts about the alignment (JSON-ready) and the
     aligned thumbnail(s) for the pixel-level check."""
@@ -277,7 +277,7 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
                     np.stack([d.pixels for d in decoded]),
                     np.array([d.facts.width / d.facts.height for d in decoded], dtype=np.float32),
                 )
-                vectors = {h: _cache_entry(out, i) for i, h in enumerate(new)}
+                vectors = {h: cache_entry(out, i) for i, h in enumerate(new)}
                 embedded.update(vectors)
             store.write_batch(batch, vectors, model_id, DECODE_VERSION)
             counts.decoded += sum(isinstance(o, Decoded) for _, o in batch)
@@ -359,20 +359,12 @@ class _AllHashes(set):
         return True
 
 
-def match(
+def pair_inputs(
     images: list[ImageRecord],
     embeddings: dict[str, tuple[np.ndarray, dict]],
-    settings: ScanSettings,
-    ignore: IgnoreIndex | None = None,
     thumbnail: Callable[[str], bytes | None] | None = None,
-    index: neighbors.IndexFile | None = None,
-    pair_cache: PairCache | None = None,
-) -> tuple[list, list[PairVerdict]]:
-    """Candidate pairs (kNN + hash buckets) -> verdicts -> clusters.
-
-    `ignore` holds what a person marked "not duplicates" in review: those pairs never match again."""
-    if len(images) < 2:
-        return [], []
+) -> PairInputs:
+    """What the verifier weighs, for every image, from the cache entries (`cache_entry`) of its content."""
     hashes = [im.facts.content_hash for im in images]
     alt_vectors = alt_phash = None
     if embeddings:
@@ -388,6 +380,27 @@ def match(
     else:
         vectors = np.zeros((len(images), 1), dtype=np.float32)
         aligned = ["0"] * len(images)
+    thumbs = _thumb_lookup(hashes, thumbnail) if thumbnail else None
+    return PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash, thumbs)
+
+
+def match(
+    images: list[ImageRecord],
+    embeddings: dict[str, tuple[np.ndarray, dict]],
+    settings: ScanSettings,
+    ignore: IgnoreIndex | None = None,
+    thumbnail: Callable[[str], bytes | None] | None = None,
+    index: neighbors.IndexFile | None = None,
+    pair_cache: PairCache | None = None,
+) -> tuple[list, list[PairVerdict]]:
+    """Candidate pairs (kNN + hash buckets) -> verdicts -> clusters.
+
+    `ignore` holds what a person marked "not duplicates" in review: those pairs never match again."""
+    if len(images) < 2:
+        return [], []
+    hashes = [im.facts.content_hash for im in images]
+    inputs = pair_inputs(images, embeddings, thumbnail)
+    vectors, alt_vectors = inputs.vectors, inputs.alt_vectors
     candidates = neighbors.exact_pairs(hashes)
     hash_bits = PHASH_CANDIDATE_BITS
     if settings.variant == "phash":  # the hash is the only signal: look as far as any useful threshold
@@ -405,8 +418,6 @@ def match(
             found = _indexed_pairs(index, hashes, rows, owners, len(images), settings.neighbors)
         candidates |= set(found)
     pairs = np.array(sorted(candidates), dtype=np.int64).reshape(-1, 2)
-    thumbs = _thumb_lookup(hashes, thumbnail) if thumbnail else None
-    inputs = PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash, thumbs)
     verifier = verifier_for(settings)
     if pair_cache is None:
         verdicts = verifier.verdicts(inputs, pairs)

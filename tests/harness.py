@@ -50,7 +50,8 @@ def ndup_command(*args) -> list[str]:
 def run_ndup(*args, prefix: tuple[str, ...] = (), env: dict | None = None, timeout: float = 300) -> Ran:
     """`ndup ARGS` in a subprocess (after `prefix`, e.g. setpriv), with its exit status, output and peak
     memory: that of its biggest process, decoding workers included (which are not ndup's own children
-    but the multiprocessing fork server's, and outlive it: on Linux a subreaper collects them all)."""
+    but the multiprocessing fork server's, and outlive it: on Linux a subreaper collects them all, and
+    its RUSAGE_CHILDREN is the figure)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as where:
         rss_file = os.path.join(where, "maxrss")
         if sys.platform == "linux":
@@ -71,10 +72,13 @@ def run_ndup(*args, prefix: tuple[str, ...] = (), env: dict | None = None, timeo
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        max_rss = usage.ru_maxrss
+        # Not the reaper's own ru_maxrss: a process started by exec keeps the peak of the one it replaced,
+        # here the test process (torch and all), which is no part of ndup's memory.
         if os.path.exists(rss_file):
             with open(rss_file) as f:
-                max_rss = max(max_rss, int(f.read()))
+                max_rss = int(f.read())
+        else:  # not Linux, or the reaper never got to write it: the best figure there is
+            max_rss = usage.ru_maxrss
         return Ran(proc.returncode, out.read(), err.read(), max_rss * 1024)
 
 
@@ -122,10 +126,15 @@ class PixelEmbedder:
     coarse colour layout (8 x 8 x 3), so identical files still get identical vectors. Fast, and the
     tests using it hold whatever model ndup ships."""
 
-    def embed(self, pixels: np.ndarray) -> np.ndarray:
+    def embed(self, pixels: np.ndarray, aspects: np.ndarray | None = None) -> dict[str, np.ndarray]:
         n, side = len(pixels), pixels.shape[1]
         cells = pixels.reshape(n, 8, side // 8, 8, side // 8, 3).mean(axis=(2, 4))
-        return cells.reshape(n, -1).astype(np.float32)
+        grey = pixels.reshape(n, 16, side // 16, 16, side // 16, 3).mean(axis=(2, 4, 5))
+        return {
+            "vector": cells.reshape(n, -1).astype(np.float32),
+            "phash": np.zeros(n, dtype=np.uint64),
+            "thumb": [t.round().astype(np.uint8) for t in grey],
+        }
 
 
 def pixel_embedder(settings) -> PixelEmbedder:

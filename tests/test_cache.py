@@ -54,7 +54,7 @@ def test_prune_removes_what_no_run_needs_and_keeps_what_undo_and_people_need(dup
     _trash_then_undo_then_trash(db)
     store = Store.open(db)
     try:
-        store.write_batch([], {"f" * 64: np.ones(4, np.float32)}, "an-older-model", 1)
+        store.write_batch([], {"f" * 64: (np.ones(4, np.float32), {}, b"")}, "an-older-model", 1)
         for _ in range(3):
             store.finish_run(store.begin_run([str(lib)], {}), "interrupted")
         store.add_ignore_set(["h" * 64], ["/nowhere/a.jpg", "/nowhere/b.jpg"])

@@ -3,11 +3,13 @@ flips, overwritten bytes and fields, truncation, duplicated and dropped chunks) 
 answer each with Decoded, NotAnImage or Failure: never raise, never hang, never a multi-line reason.
 
 CI runs a fixed set of examples per format (derandomized, so a CI run never finds something new by
-chance); NDUP_HARDENING=long runs many more, randomly. See docs/reliability.md.
+chance); NDUP_HARDENING=long runs many more, randomly, and NDUP_FUZZ_EXAMPLES=N any number per format.
+See docs/reliability.md.
 """
 
 import faulthandler
 import io
+import os
 import signal
 import tempfile
 import warnings
@@ -26,7 +28,8 @@ from PIL import Image
 from ndup.decode import MODEL_SIDE, analyze
 from ndup.records import Decoded, Failure, NotAnImage
 
-EXAMPLES = 20_000 if LONG else 60  # per format
+# Per format. NDUP_FUZZ_EXAMPLES=N asks for N (random too, with NDUP_HARDENING=long): a run as long as wanted.
+EXAMPLES = int(os.environ.get("NDUP_FUZZ_EXAMPLES") or (5_000 if LONG else 60))
 SECONDS_PER_EXAMPLE = 10  # a decoder still busy after this is a hang
 
 

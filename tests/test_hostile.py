@@ -118,6 +118,15 @@ def test_the_whole_corpus_in_one_real_scan(tmp_path):
     assert "new\\nline.jpg" in shown.out and "caf\\xe9.jpg" in shown.out
 
 
+def test_peak_memory_is_ndups_own_not_the_test_process_that_started_it():
+    """The measure behind "memory bounded": a process started by exec inherits the peak of the one it
+    replaced, so a test process holding 1 GiB must not make `ndup --version` look that big."""
+    held = bytearray(b"\x01") * (1 << 30)  # written, so resident
+    ran = run_ndup("--version")
+    assert ran.returncode == 0 and held[-1] == 1
+    assert 0 < ran.max_rss < 256 * 2**20, f"{ran.max_rss / 2**20:.0f} MiB"
+
+
 def test_odd_names_survive_json_apply_cache_rebuild_and_undo_byte_for_byte(tmp_path):
     lib = tmp_path / "lib"
     write_odd_names(lib)

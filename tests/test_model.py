@@ -106,9 +106,16 @@ def test_weights_file_round_trip_and_model_id(tmp_path, net):
     with torch.no_grad():
         assert torch.allclose(loaded(x)["vector"], net(x)["vector"], atol=1e-6)
     assert read_meta(path) == {"note": "test"}
-    other = tmp_path / "other.npz"
-    save_weights(other, loaded, {"du_mean": np.ones(2)}, {"note": "other"})
-    assert model_id(path) != model_id(other) and model_id(path).startswith("ndup-full-")
+    assert model_id(path).startswith("ndup-full-")
+    # a recalibrated decision unit keeps the library's cached embeddings; a new embedding part does not
+    recalibrated = tmp_path / "recalibrated.npz"
+    save_weights(recalibrated, loaded, {"du_mean": np.ones(2)}, {"note": "other"})
+    assert model_id(recalibrated) == model_id(path)
+    with torch.no_grad():
+        loaded.projection.parameters().__next__().add_(0.01)
+    retrained = tmp_path / "retrained.npz"
+    save_weights(retrained, loaded, {"du_mean": np.zeros(2)}, {"note": "test"})
+    assert model_id(retrained) != model_id(path)
 
 
 @pytest.mark.slow

@@ -150,11 +150,11 @@ def test_interrupted_scan_keeps_finished_batches_and_resumes(tmp_path):
         real = load_embedder(settings)
 
         class Interrupting:
-            def embed(self, pixels):
+            def embed(self, pixels, aspects=None):
                 calls.append(len(pixels))
                 if len(calls) == 3:
                     raise KeyboardInterrupt
-                return real.embed(pixels)
+                return real.embed(pixels, aspects)
 
         return Interrupting()
 

@@ -6,8 +6,11 @@ A warm rescan never loads the network, and `verify` (numpy) reads the descriptor
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from functools import lru_cache
 from pathlib import Path
+
+from ndup.errors import NdupError
 
 # Backbone blocks whose outputs are pooled (ends of stages 3-6) and -1 for the 1280-channel head.
 TAPS = (4, 7, 10, 14, -1)
@@ -30,18 +33,29 @@ def part_bounds() -> list[tuple[int, int, float]]:
     return out
 
 
+# Arrays that shape the embedding. The decision unit (`du_*`) and the record of how the file was made
+# only judge pairs of embeddings, so recalibrating them must not throw away a library's cached vectors.
+EMBEDDING_PREFIXES = ("can.", "ali.", "proj.")
+
+
 @lru_cache(maxsize=8)
-def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+def _embedding_digest(path: str, mtime_ns: int, size: int) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    with zipfile.ZipFile(path) as z:
+        for name in sorted(z.namelist()):
+            if name.startswith(EMBEDDING_PREFIXES):
+                h.update(name.encode())
+                h.update(z.read(name))
     return h.hexdigest()[:12]
 
 
 def weights_digest(weights: Path) -> str:
+    """Digest of the embedding part of a weights file (an .npz is a zip of .npy arrays)."""
     st = weights.stat()
-    return _file_digest(str(weights), st.st_mtime_ns, st.st_size)
+    try:
+        return _embedding_digest(str(weights), st.st_mtime_ns, st.st_size)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise NdupError(f"{weights} is not an ndup weights file ({e})", hint="train one with `ndup train`") from None
 
 
 def model_id(weights: Path | None = None, variant: str = "full") -> str:
@@ -50,4 +64,6 @@ def model_id(weights: Path | None = None, variant: str = "full") -> str:
         return BASELINE_ID
     if variant == "phash":
         return "phash"
-    return f"ndup-{variant}-{weights_digest(weights or SHIPPED_WEIGHTS)}"
+    # "aligned" is the full network judged by a threshold instead of the decision unit: same embeddings
+    network = "full" if variant == "aligned" else variant
+    return f"ndup-{network}-{weights_digest(weights or SHIPPED_WEIGHTS)}"

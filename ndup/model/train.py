@@ -555,8 +555,14 @@ def sample_pairs(views: Views, inputs: PairInputs, relation: np.ndarray, rng: np
     for p in np.unique(photo):
         members = np.flatnonzero(photo == p)
         copies, shots = members[~sim[members]], members[sim[members]]
-        for _ in range(60):
-            a, b = rng.choice(copies, 2, replace=False)
+        # copies[0] is the original. Anchor most copy pairs on it: two heavy edits of one photo (say, crops
+        # of opposite corners) may share no content at all, and labelling those "copy" teaches the unit
+        # that copies can look unrelated, which costs confidence on every real copy.
+        for c in copies[1:]:
+            pairs.append((copies[0], c))
+            labels.append(2)
+        for _ in range(len(copies) // 2):
+            a, b = rng.choice(copies[1:], 2, replace=False)
             pairs.append((a, b))
             labels.append(2)
         for s in shots:
