@@ -1,8 +1,9 @@
 """Verdicts of candidate pairs remembered between scans, so that a rescan verifies only new pairs.
 
 A pair's verdict depends only on the two contents (their facts, descriptors and aligned thumbnails,
-all keyed by content hash) and on the verifier (model id, variant, threshold, this module's
-version), so it can be reused for as long as both contents are in the library. Without this, every
+all keyed by content hash) and on the verifier (model id, variant, threshold, the digest of the
+whole weights file for the decision unit, the decoder's version, this module's version: see
+`ndup.scan.verifier_id`), so it can be reused for as long as both contents are in the library. Without this, every
 rescan of an unchanged library of 100,000 photos would verify about a million candidate pairs again.
 
 Derived data in one file beside the cache (`CACHE.pairs`, numpy): written to a temporary name and

@@ -295,7 +295,7 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     embeddings = store.embeddings((im.facts.content_hash for im in images), model_id) if needs_embedding else {}
     lap("load")
     index = neighbors.IndexFile(index_path(settings.db_path), model_id) if needs_embedding else None
-    pairs = PairCache(pairs_path(settings.db_path), f"{model_id}|{settings.variant}|{settings.threshold}")
+    pairs = PairCache(pairs_path(settings.db_path), verifier_id(settings, model_id))
     clusters, verdicts = match(
         images,
         embeddings,
@@ -488,6 +488,23 @@ def _indexed_pairs(index, hashes: list[str], rows: np.ndarray, owners: np.ndarra
                 if i != j:
                     pairs[(i, j) if i < j else (j, i)] = sim
     return pairs
+
+
+def verifier_id(settings: ScanSettings, model_id: str | None = None) -> str:
+    """What the verdict of a pair of cached contents depends on, besides the two contents: the
+    embeddings (`model_id`), the variant, the verifier itself and the decoder's facts. The decision
+    unit can be recalibrated without changing the model id (which hashes only the embedding part of
+    the weights), so the full variant names the digest of the whole weights file: new decision-unit
+    weights never reuse an old verdict."""
+    from ndup.model.spec import SHIPPED_WEIGHTS, weights_file_digest
+
+    model_id = model_id or embedder_model_id(settings)
+    if settings.variant == "full":
+        judge = f"du-{weights_file_digest(settings.weights or SHIPPED_WEIGHTS)}"
+    else:
+        v = verifier_for(settings)
+        judge = f"{v.feature}@{v.threshold!r}"
+    return f"{model_id}|{settings.variant}|{judge}|decode-{DECODE_VERSION}"
 
 
 def verifier_for(settings: ScanSettings):

@@ -1,6 +1,7 @@
 """The learned model's parts: exact invariances, the sampler's geometry, weights files, training."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,11 +9,15 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from conftest import photo, save, scan
 
+from ndup.config import ScanSettings
 from ndup.model.align import UNDO_SIGN, AffineAligner, dihedral
 from ndup.model.network import NdupNet
 from ndup.model.spec import model_id
 from ndup.model.weights import load_network, read_meta, save_weights
 from ndup.neighbors import knn_pairs
+from ndup.pair_cache import PairCache
+from ndup.records import PairVerdict
+from ndup.scan import verifier_id
 from ndup.verify import DecisionUnit, PairInputs, pair_features
 
 
@@ -116,6 +121,39 @@ def test_weights_file_round_trip_and_model_id(tmp_path, net):
     retrained = tmp_path / "retrained.npz"
     save_weights(retrained, loaded, {"du_mean": np.zeros(2)}, {"note": "test"})
     assert model_id(retrained) != model_id(path)
+
+
+def test_new_decision_unit_weights_never_reuse_cached_pair_verdicts(tmp_path, net):
+    # two weights files with the same embedding part (same model id, same cached vectors) but another
+    # decision unit: the pair-verdict cache must tell them apart
+    first, recalibrated = tmp_path / "first.npz", tmp_path / "recalibrated.npz"
+    save_weights(first, net, {"du_mean": np.zeros(2)}, {"note": "test"})
+    save_weights(recalibrated, net, {"du_mean": np.zeros(2) + 0.5}, {"note": "test"})
+    assert model_id(first) == model_id(recalibrated)
+    settings = ScanSettings(roots=(tmp_path,), db_path=tmp_path / "c.db", weights=first)
+    assert verifier_id(settings) == verifier_id(replace(settings))
+    assert verifier_id(settings) != verifier_id(replace(settings, weights=recalibrated))
+    aligned = replace(settings, variant="aligned")
+    assert verifier_id(replace(aligned, threshold=0.8)) != verifier_id(replace(aligned, threshold=0.9))
+    assert verifier_id(aligned) != verifier_id(settings)
+
+    calls = []
+
+    def verify(tier):
+        def run(pairs):
+            calls.append(len(pairs))
+            return [PairVerdict(int(a), int(b), tier, 0.9, 0.95) for a, b in pairs]
+
+        return run
+
+    path, hashes, pairs = tmp_path / "c.db.pairs", ["h1", "h2"], np.array([[0, 1]])
+    cache = PairCache(path, verifier_id(settings))
+    assert cache.verdicts(hashes, pairs, verify("copy"))[0].tier == "copy" and cache.verified == 1
+    cache = PairCache(path, verifier_id(settings))
+    assert cache.verdicts(hashes, pairs, verify("copy"))[0].tier == "copy" and cache.reused == 1
+    cache = PairCache(path, verifier_id(replace(settings, weights=recalibrated)))
+    assert cache.verdicts(hashes, pairs, verify("similar"))[0].tier == "similar"
+    assert (cache.reused, cache.verified, calls) == (0, 1, [1, 1])
 
 
 @pytest.mark.slow

@@ -58,6 +58,25 @@ def weights_digest(weights: Path) -> str:
         raise NdupError(f"{weights} is not an ndup weights file ({e})", hint="train one with `ndup train`") from None
 
 
+@lru_cache(maxsize=8)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def weights_file_digest(weights: Path) -> str:
+    """Digest of a whole weights file, decision unit (`du_*`) included: what a pair's verdict depends
+    on beyond the embeddings (`weights_digest` leaves the decision unit out on purpose)."""
+    try:
+        st = weights.stat()
+        return _file_digest(str(weights), st.st_mtime_ns, st.st_size)
+    except OSError as e:
+        raise NdupError(f"cannot read the weights file {weights} ({e})", hint="check --weights") from None
+
+
 def model_id(weights: Path | None = None, variant: str = "full") -> str:
     """The id that keys cached embeddings: new weights or another variant means new embeddings."""
     if variant == "backbone":
