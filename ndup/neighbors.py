@@ -300,6 +300,14 @@ class IndexFile:
             knn[len(kept_rows) :], sims[len(kept_rows) :] = found, _
             again[len(kept_rows) :] = False
             again |= np.isin(labels, found[found >= 0])
+            # k-NN is not symmetric: a new row can be nearer to a kept row than that row's k-th
+            # neighbour without being found by the new row's own search. Compared directly when that is
+            # cheap (a few hundred new photos in a library of 100,000), so that an update finds what a
+            # search from scratch finds.
+            if len(kept_rows) and len(new_rows) * len(kept_rows) <= REVERSE_CHECK_PAIRS:
+                again[: len(kept_rows)] |= _nearer_than_kth(
+                    vectors[kept_rows], vectors[new_rows], sims[: len(kept_rows), k - 1]
+                )
         if again.any():
             found, s = self._query(index, vectors[rows[again]], k, live, threads)
             knn[again], sims[again] = found, s
@@ -309,6 +317,19 @@ class IndexFile:
                 "keys": np.array([keys[r] for r in rows.tolist()], dtype=np.bytes_), "labels": labels, "knn": knn,
                 "sims": sims}  # fmt: skip
         return index, meta, True
+
+
+# Above this many (kept row, new row) products an update only searches again the rows the new rows found.
+REVERSE_CHECK_PAIRS = 50_000_000
+
+
+def _nearer_than_kth(kept: np.ndarray, new: np.ndarray, kth: np.ndarray) -> np.ndarray:
+    """Which kept rows have some new row nearer than their k-th neighbour (cosine `kth`; -2: none)."""
+    best = np.full(len(kept), -2.0, dtype=np.float32)
+    step = max(1, (1 << 24) // len(kept))  # at most 16M products (64 MB) at a time
+    for i in range(0, len(new), step):
+        np.maximum(best, (kept @ new[i : i + step].T).max(axis=1), out=best)
+    return best > kth + 1e-6
 
 
 def _file_crc(path: Path) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from conftest import photo, save
 
 from ndup import neighbors
 from ndup.config import ScanSettings
-from ndup.scan import Progress, index_path, run_scan
+from ndup.scan import CANDIDATE_MIN_COSINE, Progress, _indexed_pairs, index_path, run_scan
 
 
 def unit(rng, n, dim=32):
@@ -109,6 +109,44 @@ def test_another_model_or_other_vectors_mean_a_rebuild(tmp_path):
     idx = neighbors.IndexFile(path, "model-2")  # same keys, different vectors: the cache wins
     idx.search(keys, unit(rng, 80), 5)
     assert idx.report.rebuilt and "differ" in idx.report.note
+
+
+def images_near(rng, centres, n, share=0.3):
+    """n images' descriptors near `centres`: first hypotheses, and second ones (NaN: none) for about
+    `share` of them."""
+
+    def near():
+        v = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.standard_normal((n, centres.shape[1]))
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    first, second = near(), near()
+    second[rng.random(n) >= share] = np.nan
+    return first, second
+
+
+def searched_rows(first, second):
+    """The rows a scan searches (every first hypothesis, then the second ones) and their images."""
+    has = ~np.isnan(second[:, 0])
+    return np.concatenate([first, second[has]]), np.concatenate([np.arange(len(first)), np.flatnonzero(has)])
+
+
+def test_second_hypotheses_are_in_the_persisted_index_and_it_finds_what_a_fresh_search_finds(tmp_path):
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((40, 32))
+    first, second = images_near(rng, centres, 200)
+    hashes = [f"h{i}" for i in range(200)]
+    for step in ("built", "updated"):
+        rows, owners = searched_rows(first, second)
+        index = neighbors.IndexFile(tmp_path / "c.db.hnsw", "m")
+        found = _indexed_pairs(index, hashes, rows, owners, len(first), 10)
+        assert found.keys() == neighbors.knn_pairs(rows, 10, min_similarity=CANDIDATE_MIN_COSINE, owners=owners).keys()
+        assert index.report.rows == len(rows) > len(first)  # one row per hypothesis
+        if step == "updated":
+            assert not index.report.rebuilt and index.report.removed > 0 and index.report.added > 0
+        # 20 images gone, 30 new
+        more = images_near(rng, centres, 30)
+        first, second = np.concatenate([first[20:], more[0]]), np.concatenate([second[20:], more[1]])
+        hashes = hashes[20:] + [f"{step}{i}" for i in range(30)]
 
 
 class StubEmbedder:
