@@ -1,7 +1,10 @@
 """Photo-like test images, generated (tests never download anything).
 
-Each seed gives a different scene: a smooth colour field, a horizon, a dozen shapes of several
-sizes, mid-frequency texture and grain, so the network sees edges, blobs and texture at every scale.
+Each seed gives a different scene: a smooth colour field, often a horizon, a few to many shapes
+(some striped), blur, texture with its own spectrum and colour, and grain, so the network sees edges,
+blobs and texture at every scale, and two seeds differ in style as two real photos do (a generator
+whose pictures all share one style makes unrelated test images look alike to a network trained on
+real photos).
 """
 
 from __future__ import annotations
@@ -10,44 +13,71 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 
+def _spectral_texture(rng, height, width, slope, strength):
+    """Noise with a 1/f^slope spectrum: from fine grain (low slope) to cloud-like (high slope)."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    f = np.sqrt(fx**2 + fy**2)
+    f[0, 0] = 1.0
+    out = []
+    for _ in range(3):
+        spec = (rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f**slope
+        spec[0, 0] = 0
+        t = np.fft.irfft2(spec, s=(height, width))
+        out.append(t / (t.std() + 1e-9))
+    mix = rng.normal(0, 1, (3, 3)) * 0.5 + np.eye(3)  # correlated channels, like real colour
+    return np.einsum("ij,jhw->hwi", mix, np.stack(out)) * strength
+
+
 def synthetic_photo(seed: int, width: int = 640, height: int = 480) -> Image.Image:
     rng = np.random.default_rng(seed)
-    field = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    gx, gy = int(rng.integers(2, 7)), int(rng.integers(2, 6))
+    field = rng.integers(0, 256, (gy, gx, 3), dtype=np.uint8)
     im = Image.fromarray(field, "RGB").resize((width, height), Image.BICUBIC)
     draw = ImageDraw.Draw(im)
-    horizon = int(height * rng.uniform(0.3, 0.7))
-    ground = tuple(int(c) for c in rng.integers(0, 200, 3))
-    draw.polygon(
-        [(0, horizon), (width, horizon + int(rng.integers(-height // 6, height // 6))), (width, height), (0, height)],
-        fill=ground,
-    )
-    for _ in range(int(rng.integers(10, 18))):
+    if rng.random() < 0.7:
+        horizon = int(height * rng.uniform(0.25, 0.75))
+        ground = tuple(int(c) for c in rng.integers(0, 220, 3))
+        draw.polygon(
+            [
+                (0, horizon),
+                (width, horizon + int(rng.integers(-height // 5, height // 5))),
+                (width, height),
+                (0, height),
+            ],
+            fill=ground,
+        )
+    n_shapes = int(rng.choice([int(rng.integers(3, 8)), int(rng.integers(10, 20)), int(rng.integers(30, 80))]))
+    big = rng.uniform(0.08, 0.3)
+    for _ in range(n_shapes):
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         x, y = rng.uniform(0, width), rng.uniform(0, height)
-        r = rng.uniform(0.03, 0.25) * width
-        kind = rng.integers(0, 4)
-        box = [x - r, y - r * rng.uniform(0.4, 1.2), x + r, y + r * rng.uniform(0.4, 1.2)]
+        r = rng.uniform(0.02, big) * width
+        kind = rng.integers(0, 5)
+        box = [x - r, y - r * rng.uniform(0.3, 1.3), x + r, y + r * rng.uniform(0.3, 1.3)]
         if kind == 0:
             draw.ellipse(box, fill=color)
         elif kind == 1:
             draw.rectangle(box, fill=color)
         elif kind == 2:
-            pts = [(x + r * np.cos(a), y + r * np.sin(a)) for a in np.sort(rng.uniform(0, 2 * np.pi, 5))]
+            pts = [
+                (x + r * np.cos(a), y + r * np.sin(a))
+                for a in np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(3, 9))))
+            ]
             draw.polygon(pts, fill=color)
-        else:
+        elif kind == 3:
             draw.line(
                 [(x, y), (x + rng.uniform(-2, 2) * r, y + rng.uniform(-2, 2) * r)], fill=color, width=int(r / 6) + 2
             )
-    arr = np.asarray(im.filter(ImageFilter.GaussianBlur(1.2)), dtype=np.float32)
-    texture = rng.normal(0, 18, (height // 16 + 1, width // 16 + 1, 3)).astype(np.float32)
-    texture = (
-        np.asarray(
-            Image.fromarray(np.clip(texture + 128, 0, 255).astype(np.uint8)).resize((width, height), Image.BICUBIC),
-            dtype=np.float32,
-        )
-        - 128
+        else:  # a striped patch: man-made texture
+            step = max(2, int(r / rng.uniform(2, 8)))
+            for k in range(int(box[0]), int(box[2]), 2 * step):
+                draw.rectangle([k, box[1], k + step, box[3]], fill=color)
+    arr = np.asarray(im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 2.5)))), dtype=np.float32)
+    texture = _spectral_texture(
+        rng, height, width, slope=float(rng.uniform(0.6, 1.8)), strength=float(rng.uniform(8, 30))
     )
-    grain = rng.normal(0, 6, (height, width, 3))
+    grain = rng.normal(0, 5, (height, width, 3))
     return Image.fromarray(np.clip(arr + texture + grain, 0, 255).astype(np.uint8), "RGB")
 
 

@@ -37,7 +37,7 @@ def library(tmp_path_factory):
     frames = [
         wide.crop((0, 0, 640, 480)),
         wide.crop((20, 0, 660, 480)).filter(ImageFilter.GaussianBlur(3)),
-        ImageEnhance.Brightness(wide.crop((40, 0, 680, 480))).enhance(1.7),
+        ImageEnhance.Brightness(wide.crop((40, 0, 680, 480))).enhance(2.5),
     ]
     for i, (frame, sub) in enumerate(zip(frames, ("000", "400", "800"))):
         exif = camera_exif(model="Burst 5", taken="2023:08:01 09:00:01", subsec=sub).tobytes()

@@ -83,22 +83,52 @@ def test_knn_pairs_merge_hypotheses_of_one_image():
     assert pairs[(0, 1)] == pytest.approx(0.6)  # via image 1's second hypothesis
 
 
-def test_decision_unit_in_numpy_matches_the_trained_torch_network(tmp_path):
+def _trained_unit(tmp_path, steps=60):
     from ndup.model.train import Log, TrainConfig, train_decision_unit
+    from ndup.verify import FEATURES
 
     rng = np.random.default_rng(0)
-    feats = rng.normal(size=(600, 11))
-    labels = (feats[:, 0] > 0).astype(int) + (feats[:, 1] > 1).astype(int)
-    cfg = TrainConfig(photos=tmp_path, out=tmp_path / "w.npz", decision_steps=50)
+    feats = rng.normal(size=(600, len(FEATURES)))
+    labels = (feats[:, 0] > 0).astype(int) + (feats[:, 11] > 0.5).astype(int)
+    cfg = TrainConfig(photos=tmp_path, out=tmp_path / "w.npz", decision_steps=steps)
     arrays = train_decision_unit(feats, labels, feats[:200], labels[:200], cfg, Log(say=lambda s: None))
+    return arrays, feats
+
+
+def test_decision_unit_in_numpy_matches_the_trained_torch_network(tmp_path):
+    from ndup.model.train import MonotoneUnit
+
+    arrays, feats = _trained_unit(tmp_path)
     unit = DecisionUnit(arrays)
     probs = unit.probabilities(feats[:5])
-    h = torch.from_numpy((feats[:5] - arrays["du_mean"]) / arrays["du_std"])
-    for i in range(3):
-        h = h @ torch.from_numpy(arrays[f"du_w{i}"]).T + torch.from_numpy(arrays[f"du_b{i}"])
-        h = torch.relu(h) if i < 2 else h
-    expected = (h / float(arrays["du_temperature"])).softmax(1).numpy()
-    assert np.allclose(probs, expected, atol=1e-9) and np.allclose(probs.sum(1), 1.0)
+    torch_unit = MonotoneUnit(arrays["du_signs"])
+    with torch.no_grad():
+        for free, w in zip(torch_unit.free, [arrays[f"du_w{i}"] for i in range(3)]):
+            free.copy_(torch.from_numpy(np.log(np.expm1(w))))  # softplus^-1: the same positive weights
+        for bias, b in zip(torch_unit.biases, [arrays[f"du_b{i}"] for i in range(3)]):
+            bias.copy_(torch.from_numpy(b))
+        x = torch.from_numpy((feats[:5] - arrays["du_mean"]) / arrays["du_std"]).float()
+        z = torch_unit(x).double().numpy() * arrays["du_scale"] + arrays["du_shift"]
+    p_same, p_copy = 1 / (1 + np.exp(-z[:, 0])), 1 / (1 + np.exp(-z[:, 1]))
+    assert np.allclose(probs[:, 2], p_copy, atol=1e-5)
+    assert np.allclose(probs[:, 1] + probs[:, 2], np.maximum(p_same, p_copy), atol=1e-5)
+    assert np.allclose(probs.sum(1), 1.0) and (probs >= 0).all()
+
+
+def test_more_evidence_of_sameness_never_lowers_a_probability(tmp_path):
+    """The unit is monotone in every feature it uses, whatever it learnt: a pair that looks more alike
+    in one respect, all else equal, is never less likely a copy or the same scene."""
+    from ndup.verify import EVIDENCE, FEATURES
+
+    arrays, feats = _trained_unit(tmp_path)
+    unit = DecisionUnit(arrays)
+    base = unit.probabilities(feats)
+    for j, name in enumerate(FEATURES):
+        moved = feats.copy()
+        moved[:, j] += EVIDENCE[name] * 0.7  # more alike by this feature (no change where it is unused)
+        after = unit.probabilities(moved)
+        assert (after[:, 2] >= base[:, 2] - 1e-12).all(), name
+        assert (after[:, 1] + after[:, 2] >= base[:, 1] + base[:, 2] - 1e-12).all(), name
 
 
 def test_weights_file_round_trip_and_model_id(tmp_path, net):

@@ -29,7 +29,7 @@ def train(
     """Train the alignment stage, descriptor and decision unit on your own photos (self-supervised).
 
     Use the result with `ndup scan --weights PATH` (or `weights` in the config file). New weights mean
-    new embeddings: the cache keys them by the weights file's hash, so nothing stale is reused.
+    new embeddings: the cache keys them by a hash of the weights that shape them, so nothing stale is reused.
     """
     from ndup.model.train import TrainConfig, quick_config
     from ndup.model.train import train as run_training

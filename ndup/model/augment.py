@@ -128,11 +128,47 @@ def copy_edit(x: torch.Tensor, rng: np.random.Generator, *, right_angles: bool =
     return x.clamp(0, 1)
 
 
-def similar_shot(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Another capture of the same scene (viewpoint moved, parts of the scene moved, fresh noise), at its own size."""
+def library_copy(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A copy as photo libraries hold them: one to three edits (an export, a crop, a straightened
+    picture, a filter, a screenshot, a re-share), not the pile-up of `copy_edit`.
+
+    `copy_edit` trains the embedding to be robust; these train the decision unit, which must learn
+    what a copy looks like, not what the heaviest possible copy looks like."""
+    edits = ("crop", "rotate", "border", "resize", "photo", "gray", "overlay", "jpeg", "turn")
+    n = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
+    for edit in rng.choice(edits, n, replace=False):
+        if edit == "crop":
+            x = apply_crop(x, crop_box(rng, _u(rng, 0.4, 0.95)))
+        elif edit == "rotate":
+            angle = _u(rng, 1, 16) * (1 if rng.random() < 0.5 else -1)
+            x = rotate_small(x, angle, straighten=rng.random() < 0.6, fill=float(rng.choice([0.0, 1.0])))
+        elif edit == "border":
+            pad = int(min(x.shape[1:]) * _u(rng, 0.02, 0.12))
+            x = TF.pad(x, [pad], fill=float(rng.uniform(0, 1)))
+        elif edit == "resize":
+            s = _u(rng, 0.15, 0.8)
+            x = TF.resize(x, [max(16, int(x.shape[1] * s)), max(16, int(x.shape[2] * s))], antialias=True)
+        elif edit == "photo":
+            x = photometric(x, rng, strength=2.0)
+        elif edit == "gray":
+            x = TF.rgb_to_grayscale(x, num_output_channels=3)
+        elif edit == "overlay":
+            x = overlay(x, rng)
+        elif edit == "jpeg":
+            x = jpeg(x, int(rng.integers(20, 95)))
+        else:
+            x = dihedral(x[None], int(rng.integers(1, 8)))[0]
+    return x.clamp(0, 1)
+
+
+def similar_shot(x: torch.Tensor, rng: np.random.Generator, tripod: float = 0.4) -> torch.Tensor:
+    """Another capture of the same scene (viewpoint moved, parts of the scene moved, fresh noise), at its own size.
+
+    `tripod`: the share of re-takes from (nearly) the same viewpoint. The decision unit trains with none:
+    a still scene shot twice from a tripod is, in pixels, a copy; capture metadata finds those (bursts)."""
     _, h, w = x.shape
     # viewpoint: from a tripod (nearly none) to a hand-held re-take (a clear perspective change)
-    d = _u(rng, 0.003, 0.03) if rng.random() < 0.4 else _u(rng, 0.03, 0.12)
+    d = _u(rng, 0.003, 0.03) if rng.random() < tripod else _u(rng, 0.03, 0.12)
     start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
     end = [[px + _u(rng, -d, d) * w, py + _u(rng, -d, d) * h] for px, py in start]
     x = TF.perspective(x, start, end, interpolation=TF.InterpolationMode.BILINEAR, fill=[0.0] * 3)

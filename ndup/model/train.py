@@ -43,7 +43,7 @@ from ndup.model.descriptor import aligned_phash
 from ndup.model.network import NdupNet, structure_thumbnails
 from ndup.model.spec import DESCRIPTOR_DIM
 from ndup.model.weights import save_weights
-from ndup.verify import CLASSES, FEATURES, PairInputs, pair_features
+from ndup.verify import CLASSES, EVIDENCE, FEATURES, DecisionUnit, PairInputs, pair_features
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
 
@@ -62,7 +62,7 @@ class TrainConfig:
     copies_per_photo: int = 30
     similar_per_photo: int = 6
     projection_steps: int = 600
-    decision_steps: int = 3000
+    decision_steps: int = 1500
     threads: int = 0  # 0: all cores
     orientation_coverage: float = 0.99  # original and edit should share an orientation hypothesis this often
     max_second_share: float = 0.4  # at most this share of images get a second descriptor (CPU cost)
@@ -380,8 +380,18 @@ def train_aligner(net, images, val_images, cfg, rng, log) -> None:
 # ---- stage 3: views --------------------------------------------------------------------------
 
 
-def make_views(net, images: list[torch.Tensor], cfg: TrainConfig, rng: np.random.Generator, threads: int) -> Views:
-    """Original + copies + synthetic second captures of every photo, through alignment and backbone."""
+def make_views(
+    net,
+    images: list[torch.Tensor],
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    threads: int,
+    for_decision: bool = False,
+) -> Views:
+    """Original + copies + synthetic second captures of every photo, through alignment and backbone.
+
+    `for_decision`: the decision unit's views: copies as libraries hold them, and second captures
+    that are really second captures (see `augment.library_copy`, `augment.similar_shot`)."""
     pooled, pooled_alt, photo, similar, pha, pha_alt, ph, dh, wid, hei, th, th_alt = ([] for _ in range(12))
     batch_x: list[torch.Tensor] = []
     batch_aspect: list[float] = []
@@ -416,9 +426,11 @@ def make_views(net, images: list[torch.Tensor], cfg: TrainConfig, rng: np.random
             if kind == "original":
                 view, (w, h) = x, (float(x.shape[2]), float(x.shape[1]))
             elif kind == "copy":
-                view, (w, h) = _copy_view(x, rng)
+                view = augment.library_copy(x, rng) if for_decision else augment.copy_edit(x, rng, right_angles=True)
             else:
-                view, (w, h) = _similar_view(x, rng)
+                view = augment.similar_shot(x, rng, tripod=0.0 if for_decision else 0.4)
+            if kind != "original":
+                w, h = float(view.shape[2]), float(view.shape[1])
             rgb = (view.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
             p, d = perceptual_hashes(rgb)
             ph.append(int(p, 16))
@@ -446,16 +458,6 @@ def make_views(net, images: list[torch.Tensor], cfg: TrainConfig, rng: np.random
         width=np.array(wid, dtype=np.float64),
         height=np.array(hei, dtype=np.float64),
     )
-
-
-def _copy_view(x: torch.Tensor, rng: np.random.Generator):
-    edited = augment.copy_edit(x, rng, right_angles=True)
-    return edited, (float(edited.shape[2]), float(edited.shape[1]))
-
-
-def _similar_view(x: torch.Tensor, rng: np.random.Generator):
-    frame = augment.similar_shot(x, rng)
-    return frame, (float(frame.shape[2]), float(frame.shape[1]))
 
 
 # ---- stage 4: projection ---------------------------------------------------------------------
@@ -598,70 +600,96 @@ def sample_pairs(views: Views, inputs: PairInputs, relation: np.ndarray, rng: np
     return np.array(pairs, dtype=np.int64), np.array(labels, dtype=np.int64)
 
 
-class _MLP(torch.nn.Module):
-    def __init__(self, n_in: int, hidden: int = 32):
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(n_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-            torch.nn.Linear(hidden, len(CLASSES)),
-        )  # fmt: skip
+class MonotoneUnit(torch.nn.Module):
+    """The decision unit being trained: tanh layers with non-negative weights (softplus of free
+    parameters) over sign-oriented features, two outputs (same scene, same picture)."""
 
-    def forward(self, x):
-        return self.net(x)
+    def __init__(self, signs: np.ndarray, hidden: int = 16, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        sizes = [len(signs), hidden, hidden, 2]
+        self.register_buffer("signs", torch.tensor(signs, dtype=torch.float32))
+        # softplus(-1 + noise) ~ 0.3: positive weights small enough that tanh starts unsaturated
+        self.free = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.randn(o, i, generator=gen) * 0.5 - 1.0) for i, o in itertools.pairwise(sizes)
+        )
+        self.biases = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(o, generator=gen) * 0.5) for o in sizes[1:])
+
+    def weights(self) -> list[torch.Tensor]:
+        return [F.softplus(v) for v in self.free]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x * self.signs
+        ws = self.weights()
+        for i, (w, b) in enumerate(zip(ws, self.biases)):
+            h = F.linear(h, w, b)
+            if i < len(ws) - 1:
+                h = torch.tanh(h)
+        return h
+
+
+def _platt(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    """Scale (kept positive, so the unit stays monotone) and shift that calibrate one head's scores."""
+    log_a, b = torch.zeros((), requires_grad=True), torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([log_a, b], lr=0.1, max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(scores * log_a.exp() + b, targets)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_a.detach().exp()), float(b.detach())
 
 
 def train_decision_unit(train_feats, train_labels, val_feats, val_labels, cfg, log) -> dict[str, np.ndarray]:
     started = time.monotonic()
+    signs = np.array([EVIDENCE[name] for name in FEATURES], dtype=np.float64)
     mean = train_feats.mean(0)
     std = train_feats.std(0) + 1e-6
     xt = torch.from_numpy((train_feats - mean) / std).float()
-    yt = torch.from_numpy(train_labels)
     xv = torch.from_numpy((val_feats - mean) / std).float()
-    yv = torch.from_numpy(val_labels)
-    counts = np.bincount(train_labels, minlength=len(CLASSES)).astype(np.float64)
-    weights = torch.tensor(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)), dtype=torch.float32)
-    mlp = _MLP(train_feats.shape[1])
-    opt = torch.optim.AdamW(mlp.parameters(), lr=3e-3, weight_decay=1e-4)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    # head 0: the same scene (similar or copy); head 1: the same picture (copy)
+    yt = torch.from_numpy(np.stack([train_labels >= 1, train_labels == 2], 1).astype(np.float32))
+    yv = torch.from_numpy(np.stack([val_labels >= 1, val_labels == 2], 1).astype(np.float32))
+    positives = yt.mean(0).clamp(1e-3, 1 - 1e-3)
+    pos_weight = (1 - positives) / positives  # each head sees its two sides weighted alike
+    unit = MonotoneUnit(signs, seed=cfg.seed)
+    opt = torch.optim.Adam(unit.parameters(), lr=1e-2)
+    # full batches: a few tens of thousands of pairs by 13 numbers are cheap, and the steps are steady
     for _ in range(cfg.decision_steps):
-        idx = torch.randint(0, len(xt), (512,), generator=gen)
-        loss = F.cross_entropy(mlp(xt[idx]), yt[idx], weight=weights)
+        loss = F.binary_cross_entropy_with_logits(unit(xt), yt, pos_weight=pos_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    mlp.eval()
     with torch.no_grad():
-        val_logits = mlp(xv)
-    # temperature scaling on held-out photos: calibrated probabilities
-    log_t = torch.zeros((), requires_grad=True)
-    topt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
-
-    def closure():
-        topt.zero_grad()
-        loss = F.cross_entropy(val_logits / log_t.exp(), yv)
-        loss.backward()
-        return loss
-
-    topt.step(closure)
-    temperature = float(log_t.detach().exp())
-    probs = (val_logits / temperature).softmax(1).numpy()
+        val_scores = unit(xv)
+    # Platt scaling on held-out photos: calibrated probabilities
+    calib = [_platt(val_scores[:, k], yv[:, k]) for k in range(2)]
+    scale = np.array([c[0] for c in calib])
+    shift = np.array([c[1] for c in calib])
+    arrays = {"du_mean": mean, "du_std": std, "du_signs": signs, "du_scale": scale, "du_shift": shift}
+    with torch.no_grad():
+        for i, (w, b) in enumerate(zip(unit.weights(), unit.biases)):
+            arrays[f"du_w{i}"] = w.numpy().astype(np.float64)
+            arrays[f"du_b{i}"] = b.numpy().astype(np.float64)
+    arrays["du_copy_threshold"] = np.array(0.5)
+    arrays["du_similar_threshold"] = np.array(0.5)
+    probs = DecisionUnit(arrays).probabilities(val_feats)
     copy_threshold = _copy_threshold(probs[:, 2], val_labels == 2)
+    arrays["du_copy_threshold"] = np.array(copy_threshold)
     pred = probs[:, 2] >= copy_threshold
     truth = val_labels == 2
     precision = float((pred & truth).sum() / max(pred.sum(), 1))
     recall = float((pred & truth).sum() / max(truth.sum(), 1))
     similar_as_copy = float(pred[val_labels == 1].mean()) if (val_labels == 1).any() else 0.0
-    arrays = {"du_mean": mean, "du_std": std, "du_temperature": np.array(temperature)}
-    linear = [m for m in mlp.net if isinstance(m, torch.nn.Linear)]
-    for i, layer in enumerate(linear):
-        arrays[f"du_w{i}"] = layer.weight.detach().numpy().astype(np.float64)
-        arrays[f"du_b{i}"] = layer.bias.detach().numpy().astype(np.float64)
-    arrays["du_copy_threshold"] = np.array(copy_threshold)
-    arrays["du_similar_threshold"] = np.array(0.5)
+    different_as_similar = float((probs[val_labels == 0, 0] < 0.5).mean()) if (val_labels == 0).any() else 0.0
     log.stage(
-        "decision_unit", started, steps=cfg.decision_steps, temperature=round(temperature, 3),
-        copy_threshold=round(copy_threshold, 3), validation_precision=round(precision, 4),
-        validation_recall=round(recall, 4), validation_similar_called_copy=round(similar_as_copy, 4),
+        "decision_unit", started, steps=cfg.decision_steps, copy_threshold=round(copy_threshold, 3),
+        validation_precision=round(precision, 4), validation_recall=round(recall, 4),
+        validation_similar_called_copy=round(similar_as_copy, 4),
+        validation_different_called_similar=round(different_as_similar, 4),
     )  # fmt: skip
     return arrays
 
@@ -747,6 +775,12 @@ def train(cfg: TrainConfig, say: Callable[[str], None] = print) -> dict:
         val_rel = relations(val_src, val_images, net, cfg.ambiguous_cosine)
     train_projection(net, views, val_views, rel < 0, val_rel < 0, cfg, rng, log)
 
+    # The decision unit gets views of its own, made after every stage that shapes the embedding, so
+    # that how it is trained never changes the embeddings a library has cached.
+    t = time.monotonic()
+    views = make_views(net, train_images, cfg, rng, threads, for_decision=True)
+    val_views = make_views(net, val_images, cfg, rng, threads, for_decision=True)
+    log.stage("decision_views", t, train_views=len(views.photo), validation_views=len(val_views.photo))
     t = time.monotonic()
     inputs, val_inputs = view_inputs(net, views), view_inputs(net, val_views)
     pairs, labels = sample_pairs(views, inputs, rel, rng)
