@@ -29,12 +29,12 @@ import random
 import shutil
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).parent))
 from edits import EDITS, EDITS_VERSION, save_edit, similar_shot
@@ -116,8 +116,9 @@ def build(photos: Path, names: list[str], out: Path, seed: int, similar_every: i
 def ambiguous_pairs(bench: dict, out: Path) -> list[tuple[str, str]]:
     """Pairs of different source photos that are variants of one design (the pool has a few recolours).
 
-    Found with the plain backbone on the originals (cosine >= 0.9, unlabelled): every copy of one side
-    with every copy of the other is then neither a hit nor a false match.
+    Found on the unlabelled originals, by the plain backbone (cosine >= 0.9) or by their grey levels
+    (correlation of 64 px greyscale thumbnails >= 0.95: the same design in other colours): every copy
+    of one side with every copy of the other is then neither a hit nor a false match.
     """
     plan_images: dict = {}
     run_scan(
@@ -131,14 +132,29 @@ def ambiguous_pairs(bench: dict, out: Path) -> list[tuple[str, str]]:
     for f, gid in bench["truth"].items():
         by_photo[gid].append(f)
     labelled = {tuple(sorted(p)) for p in bench["similar"] + bench["ignore"]}
-    pairs = []
+    pairs, same_design = [], set()
     for v in plan_images["verdicts"]:
         a, b = os.path.basename(images[v.a].path), os.path.basename(images[v.b].path)
         originals = bench["kinds"].get(a) == "original" and bench["kinds"].get(b) == "original"
-        if originals and v.similarity >= 0.9 and tuple(sorted((a, b))) not in labelled:
-            ga, gb = bench["truth"][a], bench["truth"][b]
-            pairs += [(x, y) for x in by_photo[ga] for y in by_photo[gb]]
+        if originals and v.similarity >= 0.9:
+            same_design.add(tuple(sorted((a, b))))
+    originals = sorted(f for f, kind in bench["kinds"].items() if kind == "original")
+    grey = {f: _grey_thumbnail(out / f) for f in originals}
+    for a, b in combinations(originals, 2):
+        if float(grey[a] @ grey[b]) >= 0.95:
+            same_design.add((a, b))
+    for a, b in sorted(same_design - labelled):
+        ga, gb = bench["truth"][a], bench["truth"][b]
+        pairs += [(x, y) for x in by_photo[ga] for y in by_photo[gb]]
     return pairs
+
+
+def _grey_thumbnail(path: Path) -> np.ndarray:
+    """Zero-mean, unit-norm 64x48 greyscale thumbnail: dot products are correlations."""
+    with Image.open(path) as im:
+        g = np.asarray(ImageOps.exif_transpose(im).convert("L").resize((64, 48), Image.BILINEAR), np.float64)
+    g = g - g.mean()
+    return (g / (np.linalg.norm(g) + 1e-9)).ravel()
 
 
 def cache_db(work: Path, split: str, variant: str) -> Path:
@@ -182,6 +198,19 @@ def similar_called_copy(plan, similar: list[tuple[str, str]]) -> tuple[int, int]
     predicted = predicted_pairs(plan)
     hits = sum(1 for a, b in similar if ((a, b) if a < b else (b, a)) in predicted)
     return hits, len(similar)
+
+
+def false_matches_by_photo(plan, bench: dict) -> list[tuple[tuple[str, str], int]]:
+    """Wrongly predicted pairs, counted by the two source pictures (truth groups) they join."""
+    from ndup.evaluate import predicted_pairs, true_pairs
+
+    truth = bench["truth"]
+    right = true_pairs(truth) | {tuple(sorted(p)) for p in bench["ignore"]}
+    counts: Counter = Counter()
+    for a, b in predicted_pairs(plan):
+        if a in truth and b in truth and (a, b) not in right:
+            counts[tuple(sorted((truth[a], truth[b])))] += 1
+    return counts.most_common()
 
 
 def best_threshold(scores: dict, bench: dict, variant: str) -> float:
@@ -236,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         bench["ignore"] += ambiguous_pairs(bench, folder)
     print(f"benchmark: {len(test['truth'])} files from {len(test['photos'])} held-out photos", flush=True)
 
-    rows, kind_rows, results = [], {}, {}
+    rows, kind_rows, results, wrong = [], {}, {}, {}
     for variant in variants:
         threshold = None
         train_db, test_db = cache_db(args.work, "train", variant), cache_db(args.work, "test", variant)
@@ -251,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         plan, scores, _ = run_variant(args.work / "test", test_db, variant, threshold, args.weights)
         m = evaluate(plan, test["truth"], test["kinds"], scores, ignore=test["ignore"])
         sim = similar_called_copy(plan, test["similar"])
+        wrong[variant] = false_matches_by_photo(plan, test)
         label = variant if threshold is None else f"{variant} (t={threshold:.3f})"
         rows.append(fmt_row(label, m, sim, train_m.f1))
         kind_rows[variant] = m.recall_by_kind
@@ -276,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         "\n".join(table)
         + "\n\nRecall per edit kind (pairs of each copy with its original):\n\n"
         + "\n".join(per_kind)
+        + "\n\nFalse matches by the two source pictures they join (the largest four; a pair of scenes with 25\n"
+        + "copies each can make hundreds):\n\n"
+        + "\n".join(
+            f"- {v}: {sum(n for _, n in wrong[v])} in all; "
+            + "; ".join(f"{a} + {b}: {n}" for (a, b), n in wrong[v][:4])
+            for v in variants
+        )
         + "\n"
     )
     print("\n" + report)

@@ -114,6 +114,8 @@ def _weights(problems: list[str], eff) -> dict:
         problems.append(f"weights: the model's weights file is missing: {path} (hint: {hint})")
         return doc
     doc["size"] = path.stat().st_size
+    if path.suffix != ".npz":  # the plain backbone's state dict: no training record to read
+        return doc
     try:
         meta = read_meta(path)
     except (OSError, ValueError, KeyError) as e:

@@ -159,6 +159,12 @@ def test_doctor_says_what_is_missing_and_exits_1(tmp_path, monkeypatch):
     assert doc["ok"] is False and doc["problems"][0].startswith("weights: the model's weights file is missing")
 
 
+def test_doctor_finds_the_shipped_weights_of_a_fresh_install(dup_tree):
+    _, db = dup_tree
+    doc = json.loads(run("doctor", "--json", "--db", db).stdout)
+    assert doc["ok"] and doc["weights"]["exists"] and doc["weights"]["path"].endswith("ndup-v1.npz")
+
+
 def test_doctor_healthy(weights, dup_tree):
     _, db = dup_tree
     doc = json.loads(run("doctor", "--json", "--db", db).stdout)
