@@ -49,6 +49,22 @@ def _alive() -> bool:
     return True
 
 
+def _close(pool: ProcessPoolExecutor) -> None:
+    """Shut a pool down. A broken one is not waited on: before Python 3.12 a worker that outlived the
+    crash can block forever on the pool's queue, and the pool's own shutdown waits for it (CPython
+    gh-94777), so its workers are killed first (they only ever read files)."""
+    if not getattr(pool, "_broken", False):
+        pool.shutdown(wait=True, cancel_futures=True)
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        p.join(timeout=10)
+
+
 def _submit(pool: ProcessPoolExecutor, fn: Callable, item) -> Future:
     """pool.submit, or, when the pool has broken meanwhile, a future that says so."""
     try:
@@ -83,7 +99,7 @@ def ordered_map(
 
     def restart() -> None:
         nonlocal pool
-        pool.shutdown(wait=True, cancel_futures=True)
+        _close(pool)
         pool = _pool(workers)
         pool.submit(_alive).result()
 
@@ -117,4 +133,4 @@ def ordered_map(
     finally:
         for _, fut in pending:
             fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        _close(pool)
