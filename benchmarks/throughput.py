@@ -75,8 +75,8 @@ def build_library(pool: Path, out: Path, n: int, size: tuple[int, int], quality:
         # a random crop of 60-100% with the camera's aspect, turned portrait half the time for variety
         f = rng.uniform(0.6, 1.0)
         cw = min(im.width, round(im.height * w / h)) * f
-        ch = cw * h / w
-        x0, y0 = rng.uniform(0, im.width - cw), rng.uniform(0, im.height - ch)
+        ch = min(im.height, cw * h / w)  # min: float rounding may put it a hair past the edge
+        x0, y0 = max(0.0, rng.uniform(0, im.width - cw)), max(0.0, rng.uniform(0, im.height - ch))
         im = im.resize((w, h), Image.BICUBIC, box=(x0, y0, x0 + cw, y0 + ch))
         im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.85, 1.15))
         # sensor grain: an upscaled photo alone is far smoother than a camera's, and compresses (and
