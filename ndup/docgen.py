@@ -113,6 +113,9 @@ FILES = [
      "`ndup cache info` shows what it holds."),
     ("~/.cache/ndup/ndup.db.lock", "the lock held by scan, apply, undo, cache prune and cache rebuild; "
      "released when the process ends, however it ends"),
+    ("~/.cache/ndup/ndup.db.hnsw, .hnsw.meta, .pairs, .match", "derived from the cache, beside it: the "
+     "search index, the verdicts of the last scan's candidate pairs and its groups, so that a rescan redoes "
+     "only what changed; rebuilt when missing or damaged, removed by `ndup cache rebuild`"),
     ("~/.cache/ndup/ndup.db.bak-DATE-TIME", "the previous cache, kept by `ndup cache rebuild`"),
     ("~/.cache/ndup/crash.log", "written only when ndup hits a bug"),
     ("~/.config/ndup/config.toml", "settings (*$XDG_CONFIG_HOME/ndup/config.toml*, or the file **NDUP_CONFIG** "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ndup import neighbors, structure
+from ndup import match_cache, neighbors, structure
 from ndup.captures import apply_captures
 from ndup.config import ScanSettings
 from ndup.decisions import IgnoreIndex
@@ -218,6 +218,12 @@ def run_scan(
         return plan
 
 
+def _match_settings(settings: ScanSettings) -> dict:
+    """The settings a match depends on (the verifier's own are in `verifier_id`)."""
+    keys = ("neighbors", "prefer", "pick", "burst_seconds", "burst_similarity", "variant", "threshold")
+    return {k: getattr(settings, k) for k in keys}
+
+
 def _settings_record(settings: ScanSettings) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items() if k != "roots"}
 
@@ -292,29 +298,38 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     counts.images = len(images)
     counts.failures = len(failures)
     counts.not_images = counts.files_seen - counts.images - (len(failures) - len(walk_failures))
-    embeddings = store.embeddings((im.facts.content_hash for im in images), model_id) if needs_embedding else {}
+    ignored = store.ignored_hash_sets()
+    verifier = verifier_id(settings, model_id)
+    last_match = match_cache.match_path(settings.db_path)
+    key = match_cache.fingerprint(images, _match_settings(settings), verifier, ignored)
+    # nothing a match depends on changed: its groups are reused (unless a caller wants the verdicts)
+    clusters = None if on_matched is not None else match_cache.load(last_match, key)
+    counts.extra["match_reused"] = clusters is not None
     lap("load")
-    index = neighbors.IndexFile(index_path(settings.db_path), model_id) if needs_embedding else None
-    pairs = PairCache(pairs_path(settings.db_path), verifier_id(settings, model_id))
-    clusters, verdicts = match(
-        images,
-        embeddings,
-        settings,
-        IgnoreIndex(store.ignored_hash_sets()),
-        lambda h: store.thumbnail(h, model_id),
-        index=index,
-        pair_cache=pairs,
-    )
-    counts.extra["pairs"] = {"reused": pairs.reused, "verified": pairs.verified}
-    if index is not None:
-        r = index.report
-        counts.extra["index"] = {"rows": r.rows, "added": r.added, "removed": r.removed, "searched": r.queried,
-                                 "rebuilt": r.rebuilt}  # fmt: skip
-        if r.note:
-            progress.note(r.note)
+    if clusters is None:
+        embeddings = store.embeddings((im.facts.content_hash for im in images), model_id) if needs_embedding else {}
+        index = neighbors.IndexFile(index_path(settings.db_path), model_id) if needs_embedding else None
+        pairs = PairCache(pairs_path(settings.db_path), verifier)
+        clusters, verdicts = match(
+            images,
+            embeddings,
+            settings,
+            IgnoreIndex(ignored),
+            lambda h: store.thumbnail(h, model_id),
+            index=index,
+            pair_cache=pairs,
+        )
+        match_cache.save(last_match, key, clusters)
+        counts.extra["pairs"] = {"reused": pairs.reused, "verified": pairs.verified}
+        if index is not None:
+            r = index.report
+            counts.extra["index"] = {"rows": r.rows, "added": r.added, "removed": r.removed,
+                                     "searched": r.queried, "rebuilt": r.rebuilt}  # fmt: skip
+            if r.note:
+                progress.note(r.note)
+        if on_matched is not None:
+            on_matched(images, verdicts)
     lap("match")
-    if on_matched is not None:
-        on_matched(images, verdicts)
     summary = {k: v for k, v in asdict(counts).items() if k != "extra"}
     summary["model"] = model_id
     progress.done()

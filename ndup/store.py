@@ -823,11 +823,12 @@ def cache_files(path: Path) -> list[Path]:
 
 
 def index_files(path: Path) -> list[Path]:
-    """The persisted search index beside the cache (`CACHE.hnsw`, `CACHE.hnsw.meta`) and the verdicts of
-    the last scan's candidate pairs (`CACHE.pairs`), those that exist. Derived data: a scan rebuilds
-    them whenever they are missing or do not match the cache."""
+    """The persisted search index beside the cache (`CACHE.hnsw`, `CACHE.hnsw.meta`), the verdicts of
+    the last scan's candidate pairs (`CACHE.pairs`) and its groups (`CACHE.match`), those that exist.
+    Derived data: a scan rebuilds them whenever they are missing or do not match the cache."""
     path = Path(path).expanduser()
-    return [p for p in (Path(f"{path}.hnsw"), Path(f"{path}.hnsw.meta"), Path(f"{path}.pairs")) if p.exists()]
+    derived = (".hnsw", ".hnsw.meta", ".pairs", ".match")
+    return [p for p in (Path(f"{path}{suffix}") for suffix in derived) if p.exists()]
 
 
 def disk_size(path: Path) -> int:

@@ -1,6 +1,8 @@
 """The persisted HNSW index: incremental updates, deletions, damage, and the scan that keeps it."""
 
+import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +10,9 @@ from conftest import photo, save
 
 from ndup import neighbors
 from ndup.config import ScanSettings
+from ndup.match_cache import match_path
 from ndup.scan import CANDIDATE_MIN_COSINE, Progress, _indexed_pairs, index_path, run_scan
+from ndup.store import Store
 
 
 def unit(rng, n, dim=32):
@@ -185,7 +189,11 @@ def test_scan_keeps_the_index_up_to_date(tmp_path):
     assert plan.summary["index"]["added"] == 7 and plan.summary["index"]["rebuilt"]
     assert index_path(db).exists() and os.path.exists(f"{index_path(db)}.meta")
 
-    plan = stub_scan(lib, db)  # unchanged: nothing added, nothing searched
+    groups = plan.groups
+    plan = stub_scan(lib, db)  # unchanged: the last match is reused, the index is not even opened
+    assert plan.summary["match_reused"] and "index" not in plan.summary and plan.groups == groups
+    match_path(db).unlink()  # without the last match: matched again, and nothing added or searched
+    plan = stub_scan(lib, db)
     assert plan.summary["index"] == {"rows": 7, "added": 0, "removed": 0, "searched": 0, "rebuilt": False}
 
     for i in range(6, 8):  # two new photos: two insertions, no rebuild
@@ -200,6 +208,7 @@ def test_scan_keeps_the_index_up_to_date(tmp_path):
     assert all("copy-of-p0" not in m.path for g in plan.groups for m in g.members)
 
     index_path(db).write_bytes(b"not an index")  # damaged: rebuilt, said in one note, the scan goes on
+    save(photo(520, 320, 240), lib / "p-new.jpg", quality=90)  # something to match
     notes = Notes()
     plan = stub_scan(lib, db, notes)
     assert plan.summary["index"]["rebuilt"] and len(notes.notes) == 1 and "rebuilt" in notes.notes[0]
@@ -214,6 +223,7 @@ def test_a_rescan_reuses_the_verdicts_of_unchanged_pairs(tmp_path):
     first = stub_scan(lib, db)
     total = first.summary["pairs"]["verified"]
     assert total > 0 and first.summary["pairs"]["reused"] == 0
+    match_path(db).unlink()  # so that the pairs are looked at again, not the last match reused
     again = stub_scan(lib, db)
     assert again.summary["pairs"] == {"reused": total, "verified": 0}
     assert [(g.tier, [m.path for m in g.members]) for g in again.groups] == [
@@ -223,4 +233,34 @@ def test_a_rescan_reuses_the_verdicts_of_unchanged_pairs(tmp_path):
     later = stub_scan(lib, db)
     assert 0 < later.summary["pairs"]["verified"] < total + 1
     (tmp_path / "ndup.db.pairs").write_bytes(b"damaged")  # damaged: everything verified again, no error
+    match_path(db).unlink()
     assert stub_scan(lib, db).summary["pairs"]["reused"] == 0
+
+
+def test_a_rescan_of_an_unchanged_library_reuses_the_last_match_and_any_change_matches_again(tmp_path):
+    lib, db = tmp_path / "lib", tmp_path / "ndup.db"
+    for i in range(4):
+        save(photo(700 + i, 320, 240), lib / f"p{i}.jpg", quality=90)
+    save(photo(700, 320, 240), lib / "p0-again.jpg", quality=70)
+    first = stub_scan(lib, db)
+    assert not first.summary["match_reused"] and first.groups
+    again = stub_scan(lib, db)
+    assert again.summary["match_reused"] and again.groups == first.groups
+
+    def rescan(**changes):
+        settings = ScanSettings(roots=(lib,), db_path=db, workers=1, variant="multilayer", **changes)
+        return run_scan(settings, None, embedder_factory=lambda s: StubEmbedder())
+
+    # what a match depends on: its settings, and the "not duplicates" sets a person made in review
+    assert not rescan(neighbors=5).summary["match_reused"]
+    assert rescan(neighbors=5).summary["match_reused"]
+    assert not rescan(threshold=0.99).summary["match_reused"]
+    members = [m.path for m in first.groups[0].members]
+    with Store.open(db) as store:
+        store.add_ignore_set([hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in members], members)
+    assert not stub_scan(lib, db).summary["match_reused"]
+    # and the files: a touched file (same bytes) or a new one
+    os.utime(lib / "p1.jpg", ns=(1, 1))
+    assert not stub_scan(lib, db).summary["match_reused"]
+    match_path(db).write_text("{damaged")
+    assert not stub_scan(lib, db).summary["match_reused"]  # damaged: matched again, no error
