@@ -126,8 +126,21 @@ class PairInputs:
         return out_a, out_b, out_ha, out_hb, use_a, use_b
 
 
+# Pairs whose features are computed at once: the per-pair descriptor copies (float64, several per pair)
+# then take tens of megabytes, not gigabytes, however many candidate pairs a library has.
+FEATURE_CHUNK = 16384
+
+
 def pair_features(inp: PairInputs, pairs: np.ndarray) -> np.ndarray:
     """(P, 2) index pairs -> (P, len(FEATURES)) evidence, from the best-agreeing orientation hypotheses."""
+    if len(pairs) <= FEATURE_CHUNK:
+        return _pair_features(inp, pairs)
+    return np.concatenate(
+        [_pair_features(inp, pairs[i : i + FEATURE_CHUNK]) for i in range(0, len(pairs), FEATURE_CHUNK)]
+    )
+
+
+def _pair_features(inp: PairInputs, pairs: np.ndarray) -> np.ndarray:
     a, b = pairs[:, 0], pairs[:, 1]
     va, vb, pha, phb, alt_a, alt_b = inp.hypotheses(pairs)
     cols = [np.einsum("ij,ij->i", va, vb)]

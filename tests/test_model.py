@@ -202,3 +202,18 @@ def test_quick_training_run_produces_weights_a_scan_uses(tmp_path):
     save(photo(900).resize((320, 240)), lib / "a_small.jpg")
     plan = scan(lib, tmp_path / "c.db", weights=out)
     assert plan.summary["model"] == model_id(out)
+
+
+def test_pair_features_in_chunks_equal_those_computed_at_once(monkeypatch):
+    import ndup.verify as verify
+
+    rng = np.random.default_rng(3)
+    n = 60
+    v = rng.normal(size=(n, 16))
+    hashes = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
+    inp = PairInputs(v / np.linalg.norm(v, axis=1, keepdims=True), hashes, hashes[::-1].copy(), hashes,
+                     np.full(n, 640.0), np.full(n, 480.0))  # fmt: skip
+    pairs = rng.integers(0, n, (500, 2))
+    whole = pair_features(inp, pairs)
+    monkeypatch.setattr(verify, "FEATURE_CHUNK", 7)
+    assert np.array_equal(pair_features(inp, pairs), whole)
