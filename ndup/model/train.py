@@ -12,7 +12,9 @@ Stages, each seeded and timed (the times go into the weights file):
    content in a crop and in its original (supervised by the crop box);
 3. views: the aligned, pooled backbone features of many edits of every photo (frozen backbone);
 4. projection: per-part linear maps trained with a supervised contrastive loss;
-5. decision unit: a small MLP over pair features, then temperature calibration on held-out photos.
+5. decision unit: views of its own (`augment.library_copy`, `augment.similar_shot` from a moved
+   viewpoint), then a small monotone network over their pair features, two heads (same scene, same
+   picture), Platt-scaled on held-out photos.
 """
 
 from __future__ import annotations
