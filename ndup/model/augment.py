@@ -105,26 +105,48 @@ def photometric(x: torch.Tensor, rng: np.random.Generator, strength: float = 1.0
     return x.clamp(0, 1)
 
 
+def random_crop(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    return apply_crop(x, crop_box(rng, _u(rng, 0.4, 0.95)))
+
+
+def random_tilt(x: torch.Tensor, rng: np.random.Generator, lo: float, hi: float) -> torch.Tensor:
+    """Rotate by lo..hi degrees either way, straightened (cropped) or with a black or white fill."""
+    angle = _u(rng, lo, hi) * (1 if rng.random() < 0.5 else -1)
+    return rotate_small(x, angle, straighten=rng.random() < 0.6, fill=float(rng.choice([0.0, 1.0])))
+
+
+def random_border(x: torch.Tensor, rng: np.random.Generator, lo: float) -> torch.Tensor:
+    pad = int(min(x.shape[1:]) * _u(rng, lo, 0.12))
+    return TF.pad(x, [pad], fill=float(rng.uniform(0, 1)))
+
+
+def random_downscale(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    s = _u(rng, 0.15, 0.8)
+    return TF.resize(x, [max(16, int(x.shape[1] * s)), max(16, int(x.shape[2] * s))], antialias=True)
+
+
+def random_turn(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """One of the 7 right-angle turns and mirrors (works on any shape: rot90 swaps the sides)."""
+    return dihedral(x[None], int(rng.integers(1, 8)))[0]
+
+
 def copy_edit(x: torch.Tensor, rng: np.random.Generator, *, right_angles: bool = True) -> torch.Tensor:
     """A random copy of a picture, at its own size (`squash` it to see it as the model does)."""
     if rng.random() < 0.45:
-        x = apply_crop(x, crop_box(rng, _u(rng, 0.4, 0.95)))
+        x = random_crop(x, rng)
     if rng.random() < 0.3:
-        angle = _u(rng, 2, 20) * (1 if rng.random() < 0.5 else -1)
-        x = rotate_small(x, angle, straighten=rng.random() < 0.6, fill=float(rng.choice([0.0, 1.0])))
+        x = random_tilt(x, rng, 2, 20)
     if rng.random() < 0.08:
-        pad = int(min(x.shape[1:]) * _u(rng, 0.03, 0.12))
-        x = TF.pad(x, [pad], fill=float(rng.uniform(0, 1)))
+        x = random_border(x, rng, 0.03)
     if rng.random() < 0.5:  # lower resolution: the squash below then upsamples or keeps it
-        s = _u(rng, 0.15, 0.8)
-        x = TF.resize(x, [max(16, int(x.shape[1] * s)), max(16, int(x.shape[2] * s))], antialias=True)
+        x = random_downscale(x, rng)
     x = photometric(x, rng)
     if rng.random() < 0.15:
         x = overlay(x, rng)
     if rng.random() < 0.5:
         x = jpeg(x, int(rng.integers(20, 92)))
     if right_angles and rng.random() < 0.5:
-        x = dihedral(x[None], int(rng.integers(1, 8)))[0]  # works on any shape: rot90 swaps the sides
+        x = random_turn(x, rng)
     return x.clamp(0, 1)
 
 
@@ -134,30 +156,20 @@ def library_copy(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
     `copy_edit` trains the embedding to be robust; these train the decision unit, which must learn
     what a copy looks like, not what the heaviest possible copy looks like."""
-    edits = ("crop", "rotate", "border", "resize", "photo", "gray", "overlay", "jpeg", "turn")
+    edits = {
+        "crop": random_crop,
+        "rotate": lambda x, rng: random_tilt(x, rng, 1, 16),
+        "border": lambda x, rng: random_border(x, rng, 0.02),
+        "resize": random_downscale,
+        "photo": lambda x, rng: photometric(x, rng, strength=2.0),
+        "gray": lambda x, rng: TF.rgb_to_grayscale(x, num_output_channels=3),
+        "overlay": overlay,
+        "jpeg": lambda x, rng: jpeg(x, int(rng.integers(20, 95))),
+        "turn": random_turn,
+    }
     n = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
-    for edit in rng.choice(edits, n, replace=False):
-        if edit == "crop":
-            x = apply_crop(x, crop_box(rng, _u(rng, 0.4, 0.95)))
-        elif edit == "rotate":
-            angle = _u(rng, 1, 16) * (1 if rng.random() < 0.5 else -1)
-            x = rotate_small(x, angle, straighten=rng.random() < 0.6, fill=float(rng.choice([0.0, 1.0])))
-        elif edit == "border":
-            pad = int(min(x.shape[1:]) * _u(rng, 0.02, 0.12))
-            x = TF.pad(x, [pad], fill=float(rng.uniform(0, 1)))
-        elif edit == "resize":
-            s = _u(rng, 0.15, 0.8)
-            x = TF.resize(x, [max(16, int(x.shape[1] * s)), max(16, int(x.shape[2] * s))], antialias=True)
-        elif edit == "photo":
-            x = photometric(x, rng, strength=2.0)
-        elif edit == "gray":
-            x = TF.rgb_to_grayscale(x, num_output_channels=3)
-        elif edit == "overlay":
-            x = overlay(x, rng)
-        elif edit == "jpeg":
-            x = jpeg(x, int(rng.integers(20, 95)))
-        else:
-            x = dihedral(x[None], int(rng.integers(1, 8)))[0]
+    for edit in rng.choice(list(edits), n, replace=False):
+        x = edits[edit](x, rng)
     return x.clamp(0, 1)
 
 
