@@ -14,7 +14,9 @@ through the real pipeline (`ndup.scan.run_scan`) and is scored with `ndup.evalua
   backbone    EfficientNet-Lite0, last layer average-pooled (cosine threshold)
   multilayer  several stages pooled and projected, no alignment (cosine threshold)
   aligned     + the alignment stage (cosine threshold)
-  full        + the decision unit (its own calibrated probability; nothing tuned on this benchmark)
+  unit        + the decision unit (its own calibrated probability; nothing tuned on this benchmark)
+  full        + registration of the pairs the unit calls the same scene (ndup.registration; the
+              default, and its thresholds were chosen on the training photos' benchmark)
 
 Each threshold variant gets the threshold that maximises F1 on the same benchmark built from the
 *training* photos, so no variant is tuned on the photos it is scored on.
@@ -44,7 +46,7 @@ from ndup.evaluate import Metrics, evaluate, predicted_pairs
 from ndup.model.spec import SHIPPED_WEIGHTS
 from ndup.scan import run_scan
 
-VARIANTS = ("phash", "backbone", "multilayer", "aligned", "full")
+VARIANTS = ("phash", "backbone", "multilayer", "aligned", "unit", "full")
 GEOMETRIC = ("crop75", "crop50", "rot90", "rot180", "rot270", "mirror", "mirror_rot90", "rot_small", "exif_rotated")
 
 
@@ -158,10 +160,10 @@ def _grey_thumbnail(path: Path) -> np.ndarray:
 
 
 def cache_db(work: Path, split: str, variant: str) -> Path:
-    """The scan cache of one split for one variant. "aligned" and "full" run the same network, so they
-    share one; a cache is kept between runs (new decision-unit weights only re-match: the embeddings are
+    """The scan cache of one split for one variant. "aligned", "unit" and "full" run the same network,
+    so they share one; a cache is kept between runs (new decision-unit weights only re-match: the embeddings are
     keyed by the weights that shape them)."""
-    return work / f"{split}-{'full' if variant == 'aligned' else variant}.db"
+    return work / f"{split}-{'full' if variant in ('aligned', 'unit') else variant}.db"
 
 
 def run_variant(folder: Path, db: Path, variant: str, threshold: float | None, weights: Path | None):
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         threshold = None
         train_db, test_db = cache_db(args.work, "train", variant), cache_db(args.work, "test", variant)
-        if variant != "full":
+        if variant not in ("full", "unit"):
             # a threshold nothing passes: every candidate pair is scored, none grouped
             never = 2.0 if variant != "phash" else -1.0
             _, train_scores, _ = run_variant(args.work / "train", train_db, variant, never, args.weights)

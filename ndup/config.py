@@ -60,8 +60,9 @@ class ScanSettings:
     protect: tuple[str, ...] = ()  # absolute folders whose files are never proposed for deletion
     burst_seconds: float = BURST_SECONDS
     burst_similarity: float = BURST_SIMILARITY
-    # Ablations for the accuracy benchmark: full | aligned | multilayer | backbone | phash. Every variant
-    # but "full" replaces the decision unit by one threshold (on the cosine, or on the pHash distance).
+    # Ablations for the accuracy benchmark: full | unit | aligned | multilayer | backbone | phash. "unit"
+    # is the decision unit without registration; the others replace the decision unit by one threshold
+    # (on the cosine, or on the pHash distance).
     variant: str = "full"
     threshold: float | None = None
 

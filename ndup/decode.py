@@ -383,16 +383,22 @@ def _open(data: bytes, container: str, path: str, side: int) -> _Picture:
     return _open_pillow(data, side)
 
 
-def _decode_image(
-    data: bytes, content_hash: str, container: str, path: str, decoded: Image.Image | None = None
-) -> tuple[ImageFacts, np.ndarray]:
-    import imagehash
-
+@contextlib.contextmanager
+def _quiet_decoding():
     with warnings.catch_warnings():
         # Images between Pillow's warning and error limits are decoded; above it DecompressionBombError.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         # "Corrupt EXIF data" and the like: a damaged file is reported as a Failure, never as stderr noise.
         warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+def _decode_image(
+    data: bytes, content_hash: str, container: str, path: str, decoded: Image.Image | None = None
+) -> tuple[ImageFacts, np.ndarray]:
+    import imagehash
+
+    with _quiet_decoding():
         pic = _open(data, container, path, MODEL_SIDE) if decoded is None else _open_pillow(data, MODEL_SIDE, decoded)
         meta = pic.exif.facts(pic.xmp)  # EXIF values are decoded (and complained about) when read
     rgb = pic.rgb
@@ -549,7 +555,8 @@ def load_oriented(path: str, max_side: int | None = None) -> Image.Image:
     """An image as a person sees it (upright RGB), for thumbnails and explanations; any supported format."""
     with open(path, "rb") as f:
         data = f.read()
-    rgb = _open(data, sniff(data[:SNIFF_BYTES]) or "", path, max_side or 1 << 30).rgb
+    with _quiet_decoding():
+        rgb = _open(data, sniff(data[:SNIFF_BYTES]) or "", path, max_side or 1 << 30).rgb
     if max_side:
         rgb.thumbnail((max_side, max_side))
     return rgb

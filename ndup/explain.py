@@ -22,6 +22,26 @@ def _decoded(path: Path) -> Decoded:
     return out
 
 
+def _registration(inputs) -> dict | None:
+    """What registration (ndup.registration) finds for the pair; the scan asks it only when the decision
+    unit calls the pair the same scene but not a copy."""
+    from ndup.registration import register
+
+    views = inputs.views(0), inputs.views(1)
+    found = register(*views) if None not in views else None
+    if found is None:
+        return None
+    return {
+        "same_picture": found.same_picture,
+        "matching_keypoints": found.inliers,
+        "mirrored": found.mirrored,
+        "contained": round(found.coverage, 4),
+        "worst_block": round(found.worst_block, 4),
+        "blocks": len(found.blocks),
+        "summary": found.describe(),
+    }
+
+
 def explain_pair(
     a: Path, b: Path, *, weights: Path | None = None, device: str = "auto", save: Path | None = None
 ) -> dict:
@@ -39,7 +59,7 @@ def explain_pair(
     entries = [cache_entry(out, i) for i in range(2)]
     embeddings = {d.facts.content_hash: (v, aux) for d, (v, aux, _) in zip((da, db), entries)}
     thumbs = {d.facts.content_hash: t for d, (_, _, t) in zip((da, db), entries)}
-    inputs = pair_inputs(images, embeddings, thumbs.get)
+    inputs = pair_inputs(images, embeddings, thumbs.get, register=True)
     pair = np.array([[0, 1]])
     features = pair_features(inputs, pair)[0]
     unit = DecisionUnit.load(weights or SHIPPED_WEIGHTS)
@@ -59,6 +79,7 @@ def explain_pair(
             for i in range(2)
         ],
         "sizes": [f"{d.facts.width}x{d.facts.height} {d.facts.format}" for d in (da, db)],
+        "registration": _registration(inputs),
     }
     if save is not None:
         views = full.aligned_views(pixels, aspects)

@@ -126,6 +126,21 @@ def cluster_edges(edges: Iterable[tuple[int, int, float]], rank: Callable[[int],
     return clusters
 
 
+def unverified_scene_pairs(verdicts: Iterable[PairVerdict], max_size: int) -> list[tuple[int, int]]:
+    """Pairs not yet verified inside each set of images linked by copy or similar verdicts (of at most
+    `max_size` images). Candidates come from each image's k nearest neighbours, so a scene with more
+    than k copies has pairs nobody looked at; groups are only sound when every member's links to the
+    keeper and the others were actually verified."""
+    verdicts = list(verdicts)
+    seen = {(min(v.a, v.b), max(v.a, v.b)) for v in verdicts}
+    graph = _Graph((v.a, v.b, v.score) for v in verdicts if v.tier in ("exact", "copy", "similar"))
+    out = []
+    for comp in graph.components():
+        if 3 <= len(comp) <= max_size:
+            out += [(a, b) for i, a in enumerate(comp) for b in comp[i + 1 :] if (a, b) not in seen]
+    return out
+
+
 def build_groups(
     count: int,
     verdicts: Iterable[PairVerdict],

@@ -16,8 +16,10 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-# HNSW build parameters: M links per node and the construction beam. These give recall@10 above
-# 0.99 against brute force on random 256-d vectors (benchmarks/throughput.py measures it).
+# HNSW build parameters: M links per node and the construction beam. Near-duplicates lie far closer
+# than any other neighbour and are found at these settings (benchmarks/throughput.py plants some);
+# on i.i.d. random 256-d vectors, the hardest case, recall@10 is only 0.61 at 50,000 (0.99 there
+# needs M=32 and a beam of 800, several times the time: docs/benchmarks.md).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 200
 # A perceptual-hash bucket larger than this is a degenerate hash (blank or flat images), left to the

@@ -32,8 +32,12 @@ class PairCache:
         self.verifier_id = f"{PAIR_CACHE_VERSION}|{verifier_id}"
         self.reused = 0
         self.verified = 0
+        self._last: dict | None = None  # what the previous call knew, saved or not
+        self._unsaved = False  # the previous call knew more than the file holds
 
     def _load(self) -> dict | None:
+        if self._last is not None:
+            return self._last
         try:
             with open(self.path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 data = {name: z[name] for name in z.files}
@@ -47,10 +51,15 @@ class PairCache:
             return None
 
     def verdicts(
-        self, hashes: Sequence[str], pairs: np.ndarray, verify: Callable[[np.ndarray], list[PairVerdict]]
+        self,
+        hashes: Sequence[str],
+        pairs: np.ndarray,
+        verify: Callable[[np.ndarray], list[PairVerdict]],
+        save: bool = True,
     ) -> list[PairVerdict]:
         """Verdicts of `pairs` (indices into `hashes`, the images' content hashes): cached ones reused,
-        the others from `verify(those pairs)`; the file then holds exactly these pairs."""
+        the others from `verify(those pairs)`; the file then holds exactly these pairs. Without `save`
+        the file is left alone until a later call, which still reuses this call's verdicts."""
         n = len(pairs)
         uniq = sorted(set(hashes))
         pos = {h: i for i, h in enumerate(uniq)}
@@ -81,15 +90,21 @@ class PairCache:
         fresh = verify(pairs[miss]) if len(miss) else []
         for i, v in zip(miss.tolist(), fresh):
             tier[i], score[i], sim[i] = TIERS.index(v.tier), v.score, v.similarity
-        self.reused, self.verified = int(hit.sum()), len(miss)
+        self.verified += len(miss)  # over the calls of one match
+        self.reused = n - self.verified
         out = [
             PairVerdict(a, b, TIERS[t] if t >= 0 else None, s, m)
             for a, b, t, s, m in zip(
                 pairs[:, 0].tolist(), pairs[:, 1].tolist(), tier.tolist(), score.tolist(), sim.tolist()
             )
         ]
-        if len(miss) or cached is None or len(cached["keys"]) != n:
+        order = np.argsort(keys, kind="stable")
+        self._last = {"hashes": np.array(uniq), "keys": keys[order], "tier": tier[order],
+                      "score": score[order], "similarity": sim[order]}  # fmt: skip
+        changed = self._unsaved or len(miss) > 0 or cached is None or len(cached["keys"]) != n
+        if save and changed:
             self._save(uniq, keys, tier, score, sim)
+        self._unsaved = changed and not save
         return out
 
     def _save(self, uniq: list[str], keys, tier, score, sim) -> None:

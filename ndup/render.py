@@ -241,6 +241,8 @@ def print_explanation(report: dict, console: Console) -> None:
         )
     for cls, p in report["probabilities"].items():
         table.add_row(f"P({cls})", f"{p:.4f}")
+    registration = report.get("registration")
+    table.add_row("registration", registration["summary"] if registration else "no transform found")
     console.print(table)
     tier = report["tier"]
     console.print(

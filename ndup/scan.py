@@ -18,15 +18,15 @@ from ndup import match_cache, neighbors, structure
 from ndup.captures import apply_captures
 from ndup.config import ScanSettings
 from ndup.decisions import IgnoreIndex
-from ndup.decode import DECODE_VERSION, Deferred, analyze
+from ndup.decode import DECODE_VERSION, Deferred, analyze, load_oriented
 from ndup.errors import NdupError
-from ndup.group import build_groups
+from ndup.group import build_groups, unverified_scene_pairs
 from ndup.pair_cache import PairCache
 from ndup.plan import make_plan
 from ndup.policy import keeper_policies
 from ndup.records import Decoded, Failure, FileEntry, ImageRecord, Outcome, PairVerdict, Plan
 from ndup.store import Store
-from ndup.verify import DecisionUnit, PairInputs, ThresholdVerifier
+from ndup.verify import REGISTRATION, DecisionUnit, PairInputs, ThresholdVerifier
 from ndup.walk import walk
 from ndup.workers import default_workers, ordered_map
 
@@ -362,6 +362,26 @@ def _thumb_lookup(hashes: list[str], fetch: Callable[[str], bytes | None]):
     return lookup
 
 
+# Registration views kept while a match runs: candidate pairs come sorted by their first image, so
+# nearly every view is reused from here (each is about 0.3 MB).
+VIEW_CACHE = 256
+
+
+def _view_lookup(paths: list[str]):
+    """Image index -> its registration view (ndup.registration), decoded from the file on first use;
+    None when the file can no longer be read (moved, changed or damaged since it was scanned)."""
+    from ndup.registration import SIDE, prepare
+
+    @functools.lru_cache(maxsize=VIEW_CACHE)
+    def lookup(i: int):
+        try:
+            return prepare(np.asarray(load_oriented(paths[i], SIDE).convert("L")))
+        except Exception:
+            return None
+
+    return lookup
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     v = v.astype(np.float32)
     return v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-12)
@@ -378,8 +398,10 @@ def pair_inputs(
     images: list[ImageRecord],
     embeddings: dict[str, tuple[np.ndarray, dict]],
     thumbnail: Callable[[str], bytes | None] | None = None,
+    register: bool = False,
 ) -> PairInputs:
-    """What the verifier weighs, for every image, from the cache entries (`cache_entry`) of its content."""
+    """What the verifier weighs, for every image, from the cache entries (`cache_entry`) of its content;
+    with `register`, also each file's registration view, decoded when a pair needs it."""
     hashes = [im.facts.content_hash for im in images]
     alt_vectors = alt_phash = None
     if embeddings:
@@ -396,7 +418,8 @@ def pair_inputs(
         vectors = np.zeros((len(images), 1), dtype=np.float32)
         aligned = ["0"] * len(images)
     thumbs = _thumb_lookup(hashes, thumbnail) if thumbnail else None
-    return PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash, thumbs)
+    views = _view_lookup([im.path for im in images]) if register else None
+    return PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash, thumbs, views)
 
 
 def match(
@@ -414,7 +437,7 @@ def match(
     if len(images) < 2:
         return [], []
     hashes = [im.facts.content_hash for im in images]
-    inputs = pair_inputs(images, embeddings, thumbnail)
+    inputs = pair_inputs(images, embeddings, thumbnail, register=settings.variant == "full")
     vectors, alt_vectors = inputs.vectors, inputs.alt_vectors
     candidates = neighbors.exact_pairs(hashes)
     hash_bits = PHASH_CANDIDATE_BITS
@@ -434,10 +457,18 @@ def match(
         candidates |= set(found)
     pairs = np.array(sorted(candidates), dtype=np.int64).reshape(-1, 2)
     verifier = verifier_for(settings)
+
+    def verify(sub: np.ndarray) -> list[PairVerdict]:
+        return verifier.verdicts(inputs, sub)
+
+    # pairs verified by an earlier scan keep their verdicts (pair_cache); only new pairs are verified
+    verdicts = verify(pairs) if pair_cache is None else pair_cache.verdicts(hashes, pairs, verify, save=False)
+    # then every pair inside each scene the candidates found, so that groups rest on verified links
+    extra = np.array(unverified_scene_pairs(verdicts, SCENE_PAIRS_MAX_IMAGES), dtype=np.int64).reshape(-1, 2)
     if pair_cache is None:
-        verdicts = verifier.verdicts(inputs, pairs)
-    else:  # pairs verified by an earlier scan keep their verdicts; only new pairs are verified
-        verdicts = pair_cache.verdicts(hashes, pairs, lambda sub: verifier.verdicts(inputs, sub))
+        verdicts += verify(extra) if len(extra) else []
+    else:
+        verdicts = pair_cache.verdicts(hashes, np.concatenate([pairs, extra]), verify)
     # bursts (same camera, seconds apart) become similar pairs; RAW+JPEG pairs of one capture never match
     verdicts = apply_captures(
         images, vectors, verdicts, burst_seconds=settings.burst_seconds, burst_similarity=settings.burst_similarity
@@ -455,6 +486,11 @@ def match(
         similar_rank=pick.rank(images),
     )
     return clusters, verdicts
+
+
+# Scenes (images linked by copy or similar verdicts) up to this size get all their pairs verified:
+# at most 2,016 pairs each; a larger one is a chain of look-alikes more than a scene.
+SCENE_PAIRS_MAX_IMAGES = 64
 
 
 def pairs_path(db_path: Path) -> Path:
@@ -514,8 +550,10 @@ def verifier_id(settings: ScanSettings, model_id: str | None = None) -> str:
     from ndup.model.spec import SHIPPED_WEIGHTS, weights_file_digest
 
     model_id = model_id or embedder_model_id(settings)
-    if settings.variant == "full":
+    if settings.variant in ("full", "unit"):
         judge = f"du-{weights_file_digest(settings.weights or SHIPPED_WEIGHTS)}"
+        if settings.variant == "full":
+            judge += f"|{REGISTRATION}"
     else:
         v = verifier_for(settings)
         judge = f"{v.feature}@{v.threshold!r}"
@@ -523,7 +561,7 @@ def verifier_id(settings: ScanSettings, model_id: str | None = None) -> str:
 
 
 def verifier_for(settings: ScanSettings):
-    if settings.variant == "full":
+    if settings.variant in ("full", "unit"):
         from ndup.model.spec import SHIPPED_WEIGHTS
 
         return _decision_unit(settings.weights or SHIPPED_WEIGHTS)

@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ndup.model.spec import part_bounds
 from ndup.records import ImageRecord, PairVerdict
+
+if TYPE_CHECKING:
+    from ndup.registration import View
 from ndup.structure import structure_match
 
 FEATURES = (
@@ -40,6 +44,8 @@ NOT_CHECKED = -1.0
 # "similar" group of them is noise. On the held-out benchmark this keeps 88% of similar shots.
 SIMILAR_MIN_STRUCTURE = 0.8
 CLASSES = ("different", "similar", "copy")
+# Names what ndup.registration decides, for the pair-verdict cache: bump it when its verdicts change.
+REGISTRATION = "registration-1"
 STRUCTURE = FEATURES.index("structure")
 # How each feature bears on "alike": +1 larger is more alike, -1 larger is less alike, 0 not used by the
 # decision unit. Unused: l1 (l2 says the same), the hashes of the files as they are (a quarter turn
@@ -77,6 +83,9 @@ class PairInputs:
     # (image index, second hypothesis?) -> the prepared aligned thumbnail (ndup.structure), or None.
     # A function, so that a scan loads thumbnails only for the pairs that need the pixel-level check.
     thumbs: Callable[[int, bool], np.ndarray | None] | None = None
+    # image index -> its registration view (ndup.registration), decoded from the file on first use, or
+    # None when the file cannot be read. Without it, no pair is registered (the "unit" ablation).
+    views: Callable[[int], View | None] | None = None
 
     @classmethod
     def from_records(
@@ -87,6 +96,7 @@ class PairInputs:
         alt_vectors: np.ndarray | None = None,
         alt_aligned: Sequence[str | int] | None = None,
         thumbs: Callable[[int, bool], np.ndarray | None] | None = None,
+        views: Callable[[int], View | None] | None = None,
     ):
         return cls(
             vectors=vectors,
@@ -99,6 +109,7 @@ class PairInputs:
             alt_vectors=alt_vectors,
             alt_phash_aligned=None if alt_aligned is None else _bits(alt_aligned),
             thumbs=thumbs,
+            views=views,
         )
 
     def hypotheses(self, pairs: np.ndarray):
@@ -166,6 +177,19 @@ def _pair_features(inp: PairInputs, pairs: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+def registered_same_picture(inp: PairInputs, a: int, b: int) -> bool:
+    """Whether registration (ndup.registration) shows `b` to be an edited copy of `a`."""
+    if inp.views is None:
+        return False
+    view_a, view_b = inp.views(a), inp.views(b)
+    if view_a is None or view_b is None:
+        return False
+    from ndup.registration import register  # OpenCV: loaded only when a pair needs it
+
+    found = register(view_a, view_b)
+    return found is not None and found.same_picture
+
+
 class DecisionUnit:
     """Two calibrated probabilities per pair, from a small network that is monotone in its evidence.
 
@@ -224,6 +248,10 @@ class DecisionUnit:
                 out.append(PairVerdict(a, b, "exact", 1.0, float(f[0])))
             elif p[2] >= self.copy_threshold:
                 out.append(PairVerdict(a, b, "copy", float(p[2]), float(f[0])))
+            elif p[1] + p[2] >= self.similar_threshold and registered_same_picture(inp, a, b):
+                # the same scene, and registration shows the same pixels: an edited copy (crop, tilt,
+                # border) the global evidence could not tell from a second capture
+                out.append(PairVerdict(a, b, "copy", max(float(p[2]), self.copy_threshold), float(f[0])))
             elif p[1] + p[2] >= self.similar_threshold and f[STRUCTURE] >= SIMILAR_MIN_STRUCTURE:
                 out.append(PairVerdict(a, b, "similar", float(p[1] + p[2]), float(f[0])))
             else:

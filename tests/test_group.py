@@ -1,6 +1,6 @@
 import pytest
 
-from ndup.group import build_groups, cluster_edges
+from ndup.group import build_groups, cluster_edges, unverified_scene_pairs
 from ndup.records import PairVerdict
 
 
@@ -111,3 +111,10 @@ def test_lazy_centre_search_gives_the_same_clusters_as_a_linear_scan():
         rank = lambda x: (x * 7919) % 101  # noqa: E731
         fast = [astuple(c) for c in cluster_edges(edges, rank, "copy")]
         assert fast == [astuple(c) for c in naive_cluster_edges(edges, rank, "copy")], trial
+
+
+def test_every_unverified_pair_inside_a_scene_is_listed_once():
+    # 0-1-2-3 linked by copy/similar verdicts through a chain; 5~6 a pair; 7 looked at, no match
+    verdicts = [v(0, 1), v(1, 2, "similar"), v(2, 3), v(0, 2, None), v(5, 6), v(3, 7, None)]
+    assert sorted(unverified_scene_pairs(verdicts, max_size=10)) == [(0, 3), (1, 3)]
+    assert unverified_scene_pairs(verdicts, max_size=3) == []  # a larger chain is left as it is

@@ -11,6 +11,8 @@ from conftest import photo, save
 from ndup import neighbors
 from ndup.config import ScanSettings
 from ndup.match_cache import match_path
+from ndup.pair_cache import PairCache
+from ndup.records import PairVerdict
 from ndup.scan import CANDIDATE_MIN_COSINE, Progress, _indexed_pairs, index_path, run_scan
 from ndup.store import Store
 
@@ -264,3 +266,24 @@ def test_a_rescan_of_an_unchanged_library_reuses_the_last_match_and_any_change_m
     assert not stub_scan(lib, db).summary["match_reused"]
     match_path(db).write_text("{damaged")
     assert not stub_scan(lib, db).summary["match_reused"]  # damaged: matched again, no error
+
+
+def test_verdicts_of_an_unsaved_call_are_reused_by_the_next_and_saved_with_it(tmp_path):
+    hashes = [f"h{i}" for i in range(4)]
+    calls = []
+
+    def verify(sub):
+        calls.append(sub.tolist())
+        return [PairVerdict(int(a), int(b), "copy", 0.9, 0.95) for a, b in sub]
+
+    cache = PairCache(tmp_path / "c.pairs", "v")
+    first = np.array([[0, 1], [1, 2]])
+    cache.verdicts(hashes, first, verify, save=False)
+    assert not (tmp_path / "c.pairs").exists()
+    both = np.concatenate([first, [[0, 2]]])
+    cache.verdicts(hashes, both, verify)
+    assert calls == [[[0, 1], [1, 2]], [[0, 2]]]  # the second call verified only the new pair
+    assert (cache.verified, cache.reused) == (3, 0)
+    later = PairCache(tmp_path / "c.pairs", "v")
+    out = later.verdicts(hashes, both, verify)
+    assert len(calls) == 2 and [x.tier for x in out] == ["copy"] * 3 and later.reused == 3

@@ -56,6 +56,7 @@ def test_explain_a_copy_pair_and_save_the_aligned_views(labelled, tmp_path):
     assert report["tier"] == "copy" and report["probabilities"]["copy"] >= report["copy_threshold"]
     assert report["cosine_after_alignment"] > report["cosine_before_alignment"]  # the mirror is undone
     assert {"phash", "dhash", "phash_aligned", "cos_low", "cos_high"} <= set(report["features"])
+    assert report["registration"]["same_picture"] and report["registration"]["mirrored"]
     with Image.open(png) as im:
         assert im.width > 400 and im.height > 400
     text = ndup("explain", labelled / "p0.jpg", labelled / "p1.jpg")

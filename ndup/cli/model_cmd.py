@@ -121,7 +121,7 @@ def explain(
     json_output: JsonOption = False,
 ) -> None:
     """Explain why two files match or not: hash distances, cosine before and after alignment, the
-    decision unit's probabilities and the tier."""
+    decision unit's probabilities, what registration finds and the tier."""
     from ndup.explain import explain_pair
     from ndup.render import print_explanation, stdout_console
 

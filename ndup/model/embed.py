@@ -17,6 +17,7 @@ from ndup.workers import default_workers
 
 VARIANTS = {
     "full": Variant(),
+    "unit": Variant(),  # same network; pairs are not registered (ndup.registration)
     "aligned": Variant(),  # same network; only the verifier differs (thresholds, not the decision unit)
     "multilayer": Variant(orientation=False, affine=False),
     "backbone": Variant(orientation=False, affine=False, multilayer=False),

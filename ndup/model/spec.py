@@ -19,7 +19,7 @@ TAP_CHANNELS = (40, 80, 112, 192, 1280)
 PARTS = (((0, 1), 48, 0.25), ((2, 3), 80, 0.25), ((4,), 128, 0.5))
 DESCRIPTOR_DIM = sum(dim for _, dim, _ in PARTS)
 
-VARIANTS = ("full", "aligned", "multilayer", "backbone", "phash")
+VARIANTS = ("full", "unit", "aligned", "multilayer", "backbone", "phash")
 BASELINE_ID = "lite0-gap-224@1"
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "ndup-v1.npz"
 
@@ -83,6 +83,7 @@ def model_id(weights: Path | None = None, variant: str = "full") -> str:
         return BASELINE_ID
     if variant == "phash":
         return "phash"
-    # "aligned" is the full network judged by a threshold instead of the decision unit: same embeddings
-    network = "full" if variant == "aligned" else variant
+    # "unit" (the decision unit without registration) and "aligned" (a threshold instead of the
+    # decision unit) judge the full network's embeddings
+    network = "full" if variant in ("unit", "aligned") else variant
     return f"ndup-{network}-{weights_digest(weights or SHIPPED_WEIGHTS)}"

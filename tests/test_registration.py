@@ -1,0 +1,107 @@
+"""Registration (ndup.registration): edited copies line up block for block; second captures do not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from imagegen import synthetic_photo
+from PIL import Image, ImageOps
+
+from ndup.registration import MIN_WORST_BLOCK, prepare, register
+
+
+def view(im: Image.Image):
+    return prepare(np.asarray(im.convert("RGB")))
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return synthetic_photo(11, 800, 600)
+
+
+def crop_half(im: Image.Image) -> Image.Image:
+    w, h = im.size
+    cw, ch = int(w * 0.707), int(h * 0.707)
+    return im.crop((w - cw - 20, 30, w - 20, 30 + ch))
+
+
+def tilt(im: Image.Image) -> Image.Image:
+    return im.rotate(12, resample=Image.BICUBIC, expand=True, fillcolor=(255, 255, 255))
+
+
+def framed(im: Image.Image) -> Image.Image:
+    return ImageOps.expand(im, border=40, fill=(30, 120, 200))
+
+
+def squeezed_mirror(im: Image.Image) -> Image.Image:
+    return ImageOps.mirror(im.crop((60, 40, 760, 560)).resize((400, 300), Image.LANCZOS))
+
+
+@pytest.mark.parametrize("edit", [crop_half, tilt, framed, squeezed_mirror], ids=lambda f: f.__name__)
+def test_an_edited_copy_is_the_same_picture(photo, edit):
+    found = register(view(photo), view(edit(photo)))
+    assert found is not None and found.same_picture, found and found.describe()
+    assert found.mirrored == (edit is squeezed_mirror)
+
+
+def test_registration_is_symmetric_in_which_picture_contains_the_other(photo):
+    copy = crop_half(photo)
+    one, other = register(view(photo), view(copy)), register(view(copy), view(photo))
+    assert one.same_picture and other.same_picture
+
+
+def second_capture(im: Image.Image, seed: int) -> Image.Image:
+    """The scene again: the camera moved a little and something in it moved."""
+    rng = np.random.default_rng(seed)
+    w, h = im.size
+    shot = im.crop((24, 18, w - 8, h - 30)).resize((w, h), Image.BICUBIC)
+    patch = shot.crop((300, 200, 460, 320))
+    shot.paste(patch, (300 + int(rng.integers(40, 60)), 200 + int(rng.integers(20, 40))))
+    return shot
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_second_capture_with_something_moved_is_not(photo, seed):
+    found = register(view(photo), view(second_capture(photo, seed)))
+    assert found is not None  # the scene lines up...
+    assert not found.same_picture  # ...but not every part of it
+    assert found.worst_block < MIN_WORST_BLOCK
+
+
+def test_unrelated_pictures_do_not_register(photo):
+    found = register(view(photo), view(synthetic_photo(12, 800, 600)))
+    assert found is None or not found.same_picture
+
+
+def test_flat_pictures_are_never_called_the_same_picture():
+    flat = Image.new("RGB", (640, 480), (90, 90, 90))
+    found = register(view(flat), view(flat.crop((0, 0, 400, 300))))
+    assert found is None or not found.same_picture
+
+
+def test_a_scan_groups_a_half_crop_with_its_original_but_not_a_second_capture(photo, tmp_path):
+    from ndup.config import ScanSettings
+    from ndup.scan import run_scan
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    photo.save(lib / "photo.jpg", quality=92)
+    crop_half(photo).save(lib / "crop.jpg", quality=85)
+    tilt(photo).save(lib / "tilt.jpg", quality=85)
+    second_capture(photo, 0).save(lib / "again.jpg", quality=92)
+    synthetic_photo(12, 800, 600).save(lib / "other.jpg", quality=92)
+    seen = {}
+    plan = run_scan(
+        ScanSettings(roots=(lib,), db_path=tmp_path / "c.db", workers=1),
+        on_matched=lambda images, verdicts: seen.update(images=images, verdicts=verdicts),
+    )
+    copies = [{m.path.rsplit("/", 1)[1] for m in g.members} for g in plan.groups if g.tier == "copy"]
+    assert {"photo.jpg", "crop.jpg", "tilt.jpg"} in copies, copies
+    assert not any("again.jpg" in g or "other.jpg" in g for g in copies)
+
+
+def test_a_degenerate_fit_is_no_registration_and_never_an_error(photo, monkeypatch):
+    import ndup.registration as registration
+
+    monkeypatch.setattr(registration, "_fit", lambda *a: (np.full((2, 3), np.nan), 50))
+    assert register(view(photo), view(crop_half(photo))) is None
