@@ -295,9 +295,10 @@ class _Picture:
     lens: str | None = None
 
 
-def _open_pillow(data: bytes, side: int, decoded: Image.Image | None = None) -> _Picture:
+def _open_pillow(data: bytes, side: int, decoded: Image.Image | None = None, long_side: bool = False) -> _Picture:
     """`decoded`: the pixels, already decoded and turned upright elsewhere (a JPEG decoded on the GPU);
-    then the file is only parsed for its facts."""
+    then the file is only parsed for its facts. A JPEG is decoded at no less than `side` px on both
+    sides, or with `long_side`, on its longer side only (a 4000x3000 photo for 480 px: 500x375)."""
     im = Image.open(BytesIO(data))  # multi-page and animated files open on their first frame
     fmt = im.format or "unknown"
     width, height = im.size
@@ -311,7 +312,8 @@ def _open_pillow(data: bytes, side: int, decoded: Image.Image | None = None) -> 
         return _Picture(decoded, fmt, width, height, exif, xmp, quality, False)
     if fmt in ("JPEG", "MPO"):
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: the main cost saving for camera photos.
-        im.draft("RGB", (side, side))
+        stored = max(im.size)
+        im.draft("RGB", (side * im.width // stored, side * im.height // stored) if long_side else (side, side))
     im.load()
     if orientation != 1:
         with contextlib.suppress(Exception):  # a broken orientation tag: keep the pixels as stored
@@ -365,7 +367,7 @@ def _open_raw(data: bytes, subtype: str, side: int) -> _Picture:
     )
 
 
-def _open(data: bytes, container: str, path: str, side: int) -> _Picture:
+def _open(data: bytes, container: str, path: str, side: int, long_side: bool = False) -> _Picture:
     """Any supported file -> an upright RGB picture; RAW through LibRaw, everything else through Pillow."""
     subtype = raw_subtype(container, path)
     if subtype:
@@ -380,7 +382,7 @@ def _open(data: bytes, container: str, path: str, side: int) -> _Picture:
     missing = _register_plugins(container)
     if missing:
         raise _Unreadable(missing)
-    return _open_pillow(data, side)
+    return _open_pillow(data, side, long_side=long_side)
 
 
 @contextlib.contextmanager
@@ -556,7 +558,7 @@ def load_oriented(path: str, max_side: int | None = None) -> Image.Image:
     with open(path, "rb") as f:
         data = f.read()
     with _quiet_decoding():
-        rgb = _open(data, sniff(data[:SNIFF_BYTES]) or "", path, max_side or 1 << 30).rgb
+        rgb = _open(data, sniff(data[:SNIFF_BYTES]) or "", path, max_side or 1 << 30, long_side=True).rgb
     if max_side:
         rgb.thumbnail((max_side, max_side))
     return rgb

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ndup.decode import analyze, load_rgb_array, save_contact_sheet
+from ndup.decode import analyze, load_oriented, load_rgb_array, save_contact_sheet
 from ndup.errors import NdupError
 from ndup.model.spec import SHIPPED_WEIGHTS
 from ndup.records import Decoded, ImageRecord
@@ -22,13 +22,12 @@ def _decoded(path: Path) -> Decoded:
     return out
 
 
-def _registration(inputs) -> dict | None:
+def _registration(a: Path, b: Path) -> dict | None:
     """What registration (ndup.registration) finds for the pair; the scan asks it only when the decision
     unit calls the pair the same scene but not a copy."""
-    from ndup.registration import register
+    from ndup.registration import SIDE, prepare, register
 
-    views = inputs.views(0), inputs.views(1)
-    found = register(*views) if None not in views else None
+    found = register(*(prepare(np.asarray(load_oriented(str(p), SIDE).convert("L"))) for p in (a, b)))
     if found is None:
         return None
     return {
@@ -79,7 +78,7 @@ def explain_pair(
             for i in range(2)
         ],
         "sizes": [f"{d.facts.width}x{d.facts.height} {d.facts.format}" for d in (da, db)],
-        "registration": _registration(inputs),
+        "registration": _registration(a, b),
     }
     if save is not None:
         views = full.aligned_views(pixels, aspects)

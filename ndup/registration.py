@@ -15,6 +15,8 @@ decision unit calls the same scene but not a copy. This is the only module that 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -37,6 +39,8 @@ MIN_BLOCKS = 8  # informative blocks (not flat): fewer, and a moved thing could 
 MIN_COVERAGE = 0.985  # share of the contained picture that lies inside the other
 MIN_WORST_BLOCK = 0.85  # correlation of the worst-matching block
 MAX_ANISOTROPY = 1.6  # ratio of the transform's two scales (a squeezed resize; not a different view)
+# Views held at once while many pairs are registered (about 0.3 MB each).
+VIEW_BATCH = 128
 
 _orb = None
 _matcher = None
@@ -51,16 +55,21 @@ def _tools():
     return _orb, _matcher
 
 
-@dataclass(frozen=True)
+@dataclass
 class View:
-    """One picture prepared for registration: greyscale at `SIDE` px and its keypoints, as it is and
-    mirrored (a mirrored copy is still a copy)."""
+    """One picture prepared for registration: greyscale at `SIDE` px and its keypoints, as it is and,
+    made when first needed, mirrored (a mirrored copy is still a copy)."""
 
     grey: np.ndarray  # (h, w) uint8
     points: np.ndarray  # (n, 2) float32 keypoint positions
     descriptors: np.ndarray | None  # (n, 32) uint8 ORB descriptors
-    mirror_points: np.ndarray
-    mirror_descriptors: np.ndarray | None
+    _mirrored: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    def mirrored(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Keypoints and descriptors of the mirror image (two threads may both make them: no harm)."""
+        if self._mirrored is None:
+            self._mirrored = _keypoints(_tools()[0], np.ascontiguousarray(self.grey[:, ::-1]))
+        return self._mirrored
 
 
 @dataclass(frozen=True)
@@ -106,8 +115,7 @@ def prepare(rgb_or_grey: np.ndarray) -> View:
     grey = np.ascontiguousarray(grey, dtype=np.uint8)
     orb, _ = _tools()
     points, descriptors = _keypoints(orb, grey)
-    mirror_points, mirror_descriptors = _keypoints(orb, np.ascontiguousarray(grey[:, ::-1]))
-    return View(grey, points, descriptors, mirror_points, mirror_descriptors)
+    return View(grey, points, descriptors)
 
 
 def _keypoints(orb, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -144,7 +152,8 @@ def register(a: View, b: View) -> Registration | None:
 
 def _register(a: View, b: View) -> Registration | None:
     transform, inliers = _fit(a.points, a.descriptors, b.points, b.descriptors)
-    mirrored, mirror_inliers = _fit(a.points, a.descriptors, b.mirror_points, b.mirror_descriptors)
+    # the mirror image only when the picture as it is does not line up (half the keypoint work)
+    mirrored, mirror_inliers = _fit(a.points, a.descriptors, *b.mirrored()) if inliers < MIN_INLIERS else (None, 0)
     is_mirrored = mirror_inliers > inliers
     grey_b = np.ascontiguousarray(b.grey[:, ::-1]) if is_mirrored else b.grey
     if is_mirrored:
@@ -196,3 +205,36 @@ def _block_correlations(inner: np.ndarray, other: np.ndarray, valid: np.ndarray)
             window = padded[y0 : y1 + 2 * SLACK, x0 : x1 + 2 * SLACK]
             out.append(float(cv2.matchTemplate(window, block, cv2.TM_CCOEFF_NORMED).max()))
     return out
+
+
+def same_pictures(pairs, view_of: Callable[[int], View | None], threads: int = 1) -> list[bool]:
+    """For each (a, b) pair of image indices, whether registration shows them to be the same picture.
+
+    `view_of(i)` reads and prepares image i (None: unreadable). Views are made and pairs registered
+    on `threads` threads (decoding and OpenCV release the GIL), VIEW_BATCH views at a time: pairs
+    come sorted by their first image, so a batch's views serve many pairs and memory stays bounded."""
+    pairs = [(int(a), int(b)) for a, b in pairs]
+    out: list[bool] = []
+    kept: dict[int, View | None] = {}
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        start = 0
+        while start < len(pairs):
+            needed: dict[int, None] = {}
+            end = start
+            while end < len(pairs) and len(needed) < VIEW_BATCH:
+                needed.update(dict.fromkeys(pairs[end]))
+                end += 1
+            missing = [i for i in needed if i not in kept]
+            views = {i: kept[i] for i in needed if i in kept}
+            views.update(zip(missing, pool.map(view_of, missing)))
+            batch = pairs[start:end]
+            out += pool.map(_same, [views[a] for a, _ in batch], [views[b] for _, b in batch])
+            kept, start = views, end
+    return out
+
+
+def _same(a: View | None, b: View | None) -> bool:
+    if a is None or b is None:
+        return False
+    found = register(a, b)
+    return found is not None and found.same_picture

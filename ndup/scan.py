@@ -362,24 +362,25 @@ def _thumb_lookup(hashes: list[str], fetch: Callable[[str], bytes | None]):
     return lookup
 
 
-# Registration views kept while a match runs: candidate pairs come sorted by their first image, so
-# nearly every view is reused from here (each is about 0.3 MB).
-VIEW_CACHE = 256
+def _registration(paths: list[str], threads: int):
+    """(P, 2) pairs of image indices -> whether registration (ndup.registration) shows each pair to be
+    one picture, from the files read again; a file that cannot be read now (moved, changed or damaged
+    since it was scanned) proves nothing."""
 
+    def view_of(i: int):
+        from ndup.registration import SIDE, prepare
 
-def _view_lookup(paths: list[str]):
-    """Image index -> its registration view (ndup.registration), decoded from the file on first use;
-    None when the file can no longer be read (moved, changed or damaged since it was scanned)."""
-    from ndup.registration import SIDE, prepare
-
-    @functools.lru_cache(maxsize=VIEW_CACHE)
-    def lookup(i: int):
         try:
             return prepare(np.asarray(load_oriented(paths[i], SIDE).convert("L")))
-        except Exception:
+        except Exception:  # a file that fails now only loses the check, never the scan
             return None
 
-    return lookup
+    def registered(pairs: np.ndarray) -> list[bool]:
+        from ndup.registration import same_pictures  # OpenCV: loaded only when a pair needs it
+
+        return same_pictures(pairs, view_of, threads)
+
+    return registered
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -399,9 +400,10 @@ def pair_inputs(
     embeddings: dict[str, tuple[np.ndarray, dict]],
     thumbnail: Callable[[str], bytes | None] | None = None,
     register: bool = False,
+    threads: int = 1,
 ) -> PairInputs:
     """What the verifier weighs, for every image, from the cache entries (`cache_entry`) of its content;
-    with `register`, also each file's registration view, decoded when a pair needs it."""
+    with `register`, pairs can also be registered (the files read again, on `threads` threads)."""
     hashes = [im.facts.content_hash for im in images]
     alt_vectors = alt_phash = None
     if embeddings:
@@ -418,8 +420,8 @@ def pair_inputs(
         vectors = np.zeros((len(images), 1), dtype=np.float32)
         aligned = ["0"] * len(images)
     thumbs = _thumb_lookup(hashes, thumbnail) if thumbnail else None
-    views = _view_lookup([im.path for im in images]) if register else None
-    return PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash, thumbs, views)
+    registered = _registration([im.path for im in images], threads) if register else None
+    return PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash, thumbs, registered)
 
 
 def match(
@@ -437,7 +439,8 @@ def match(
     if len(images) < 2:
         return [], []
     hashes = [im.facts.content_hash for im in images]
-    inputs = pair_inputs(images, embeddings, thumbnail, register=settings.variant == "full")
+    threads = settings.workers or default_workers()
+    inputs = pair_inputs(images, embeddings, thumbnail, register=settings.variant == "full", threads=threads)
     vectors, alt_vectors = inputs.vectors, inputs.alt_vectors
     candidates = neighbors.exact_pairs(hashes)
     hash_bits = PHASH_CANDIDATE_BITS

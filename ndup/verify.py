@@ -10,15 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ndup.model.spec import part_bounds
 from ndup.records import ImageRecord, PairVerdict
-
-if TYPE_CHECKING:
-    from ndup.registration import View
 from ndup.structure import structure_match
 
 FEATURES = (
@@ -83,9 +79,9 @@ class PairInputs:
     # (image index, second hypothesis?) -> the prepared aligned thumbnail (ndup.structure), or None.
     # A function, so that a scan loads thumbnails only for the pairs that need the pixel-level check.
     thumbs: Callable[[int, bool], np.ndarray | None] | None = None
-    # image index -> its registration view (ndup.registration), decoded from the file on first use, or
-    # None when the file cannot be read. Without it, no pair is registered (the "unit" ablation).
-    views: Callable[[int], View | None] | None = None
+    # (P, 2) pairs -> whether registration (ndup.registration) shows each to be one picture, edited.
+    # Without it, no pair is registered (the "unit" ablation).
+    registered: Callable[[np.ndarray], Sequence[bool]] | None = None
 
     @classmethod
     def from_records(
@@ -96,7 +92,7 @@ class PairInputs:
         alt_vectors: np.ndarray | None = None,
         alt_aligned: Sequence[str | int] | None = None,
         thumbs: Callable[[int, bool], np.ndarray | None] | None = None,
-        views: Callable[[int], View | None] | None = None,
+        registered: Callable[[np.ndarray], Sequence[bool]] | None = None,
     ):
         return cls(
             vectors=vectors,
@@ -109,7 +105,7 @@ class PairInputs:
             alt_vectors=alt_vectors,
             alt_phash_aligned=None if alt_aligned is None else _bits(alt_aligned),
             thumbs=thumbs,
-            views=views,
+            registered=registered,
         )
 
     def hypotheses(self, pairs: np.ndarray):
@@ -177,19 +173,6 @@ def _pair_features(inp: PairInputs, pairs: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def registered_same_picture(inp: PairInputs, a: int, b: int) -> bool:
-    """Whether registration (ndup.registration) shows `b` to be an edited copy of `a`."""
-    if inp.views is None:
-        return False
-    view_a, view_b = inp.views(a), inp.views(b)
-    if view_a is None or view_b is None:
-        return False
-    from ndup.registration import register  # OpenCV: loaded only when a pair needs it
-
-    found = register(view_a, view_b)
-    return found is not None and found.same_picture
-
-
 class DecisionUnit:
     """Two calibrated probabilities per pair, from a small network that is monotone in its evidence.
 
@@ -241,16 +224,23 @@ class DecisionUnit:
             return []
         feats = pair_features(inp, pairs)
         probs = self.probabilities(feats)
+        same = np.zeros(len(pairs), dtype=bool)
+        if inp.content_hash is not None:
+            same = inp.content_hash[pairs[:, 0]] == inp.content_hash[pairs[:, 1]]
+        # the same scene, not a copy by the evidence: registration may show the same pixels (an edited
+        # copy, such as a crop, tilt or border, the global evidence could not tell from a second capture)
+        unsure = ~same & (probs[:, 2] < self.copy_threshold) & (probs[:, 1] + probs[:, 2] >= self.similar_threshold)
+        registered = np.zeros(len(pairs), dtype=bool)
+        if inp.registered is not None and unsure.any():
+            registered[unsure] = inp.registered(pairs[unsure])
         out = []
-        for (a, b), p, f in zip(pairs, probs, feats):
+        for (a, b), p, f, is_exact, r in zip(pairs, probs, feats, same, registered):
             a, b = int(a), int(b)
-            if inp.content_hash is not None and inp.content_hash[a] == inp.content_hash[b]:
+            if is_exact:
                 out.append(PairVerdict(a, b, "exact", 1.0, float(f[0])))
             elif p[2] >= self.copy_threshold:
                 out.append(PairVerdict(a, b, "copy", float(p[2]), float(f[0])))
-            elif p[1] + p[2] >= self.similar_threshold and registered_same_picture(inp, a, b):
-                # the same scene, and registration shows the same pixels: an edited copy (crop, tilt,
-                # border) the global evidence could not tell from a second capture
+            elif r:
                 out.append(PairVerdict(a, b, "copy", max(float(p[2]), self.copy_threshold), float(f[0])))
             elif p[1] + p[2] >= self.similar_threshold and f[STRUCTURE] >= SIMILAR_MIN_STRUCTURE:
                 out.append(PairVerdict(a, b, "similar", float(p[1] + p[2]), float(f[0])))

@@ -105,3 +105,21 @@ def test_a_degenerate_fit_is_no_registration_and_never_an_error(photo, monkeypat
 
     monkeypatch.setattr(registration, "_fit", lambda *a: (np.full((2, 3), np.nan), 50))
     assert register(view(photo), view(crop_half(photo))) is None
+
+
+def test_many_pairs_are_registered_in_batches_on_threads_with_unreadable_files_proving_nothing(photo, monkeypatch):
+    import ndup.registration as registration
+
+    pictures = [photo, crop_half(photo), tilt(photo), second_capture(photo, 0), None]
+    views = [None if p is None else view(p) for p in pictures]
+    pairs = [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (1, 4)]
+    asked = []
+
+    def view_of(i):
+        asked.append(i)
+        return views[i]
+
+    monkeypatch.setattr(registration, "VIEW_BATCH", 3)  # several batches, each reusing the views it can
+    found = registration.same_pictures(pairs, view_of, threads=2)
+    assert found == [True, True, False, False, True, False]
+    assert len(asked) < 2 * len(pairs)

@@ -1,0 +1,65 @@
+"""What registration costs a scan: the match stage with and without it, on the same cache.
+
+    python benchmarks/registration_cost.py --images 300
+
+Builds (or reuses) a library of camera-sized JPEGs the way benchmarks/throughput.py does: random
+crops of pool photos, so nearly every image has second captures of its scene and registration has
+the most to do. The files are read once; then the match runs again and again, alternating the
+decision unit alone (`unit`) and the unit plus registration (`full`), with the cached matches and pair
+verdicts removed before each run so that every pair is verified anew. Reported: the match seconds of
+each and their ratio, against the seconds it took to read the files (this machine, this run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from throughput import DEFAULT_POOL, build_library
+
+from ndup.config import ScanSettings
+from ndup.match_cache import match_path
+from ndup.scan import pairs_path, run_scan
+
+
+def scan(library: Path, db: Path, variant: str) -> dict:
+    match_path(db).unlink(missing_ok=True)
+    pairs_path(db).unlink(missing_ok=True)
+    return run_scan(ScanSettings(roots=(library,), db_path=db, variant=variant)).summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pool", type=Path, default=DEFAULT_POOL)
+    p.add_argument("--work", type=Path, default=None, help="work folder (kept between runs) [a temporary one]")
+    p.add_argument("--images", type=int, default=300)
+    p.add_argument("--size", type=int, nargs=2, default=(4000, 3000), metavar=("W", "H"))
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="ndup-registration-"))
+    library = work / f"library-{args.images}-{args.size[0]}x{args.size[1]}"
+    if not library.is_dir() or len(list(library.iterdir())) != args.images:
+        build_library(args.pool, library, args.images, tuple(args.size), 90, 0)
+    db = work / "cache.db"
+    read = scan(library, db, "unit")["stages"]["read"]
+    seconds: dict[str, list[float]] = {"unit": [], "full": []}
+    copies = {}
+    for _ in range(args.rounds):
+        for variant in seconds:
+            summary = scan(library, db, variant)
+            seconds[variant].append(summary["stages"]["match"])
+            copies[variant] = summary["groups"]
+    unit, full = (statistics.median(seconds[v]) for v in ("unit", "full"))
+    print(f"{args.images} images {args.size[0]}x{args.size[1]}: reading them took {read:.1f} s")
+    print(f"match without registration (unit): {unit:.2f} s (median of {args.rounds}), {copies['unit']} groups")
+    print(f"match with registration (full):     {full:.2f} s, {copies['full']} groups")
+    print(f"ratio full/unit {full / unit:.2f}; registration adds {(full - unit) / args.images * 1000:.0f} ms an image")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
