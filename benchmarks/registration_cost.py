@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if not library.is_dir() or len(list(library.iterdir())) != args.images:
         build_library(args.pool, library, args.images, tuple(args.size), 90, 0)
     db = work / "cache.db"
+    for old in work.glob("cache.db*"):  # a fresh cache: the files are read once, and timed
+        old.unlink()
     read = scan(library, db, "unit")["stages"]["read"]
     seconds: dict[str, list[float]] = {"unit": [], "full": []}
     copies = {}
