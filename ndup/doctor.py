@@ -53,6 +53,18 @@ def _section(problems: list[str], name: str, fn, *args) -> dict:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+def _registration(problems: list[str]) -> dict:
+    try:
+        import cv2
+    except ImportError as e:
+        problems.append(
+            f"OpenCV: not installed ({e}); a scan needs it to tell crops and tilts from second captures "
+            "(pip install opencv-python-headless)"
+        )
+        return {"installed": False}
+    return {"installed": True, "opencv": cv2.__version__}
+
+
 def _config(problems: list[str]):
     from ndup.config import config_path, effective
 
@@ -208,6 +220,7 @@ def collect(db: Path | None = None) -> dict:
     doc["torch"] = _section(problems, "torch", _torch, eff)
     doc["weights"] = _section(problems, "weights", _weights, eff)
     doc["cache"] = _section(problems, "cache", _cache, eff, db)
+    doc["registration"] = _section(problems, "registration", _registration)
     doc["formats"] = _section(notes, "formats", _formats)
     doc["problems"] = problems
     doc["notes"] = notes

@@ -399,6 +399,8 @@ def print_doctor(doc: dict, console: Console) -> None:
         rows.append(("model", w["model_id"] or "unknown (no weights file)"))
     if "path" in doc["cache"]:
         rows += cache_rows(doc["cache"])
+    if doc["registration"].get("installed"):
+        rows.append(("registration", f"OpenCV {doc['registration']['opencv']}"))
     f = doc["formats"]
     if "pillow" in f:
         names = (("heif", "HEIF"), ("avif", "AVIF"), ("raw", "RAW"), ("webp", "WebP"), ("jpeg2000", "JPEG 2000"))

@@ -376,7 +376,13 @@ def _registration(paths: list[str], threads: int):
             return None
 
     def registered(pairs: np.ndarray) -> list[bool]:
-        from ndup.registration import same_pictures  # OpenCV: loaded only when a pair needs it
+        try:  # OpenCV: loaded only when a pair needs it
+            from ndup.registration import same_pictures
+        except ImportError as e:
+            raise NdupError(
+                f"cannot register pairs of pictures: OpenCV is missing ({e})",
+                hint="pip install opencv-python-headless (ndup's own dependency), then scan again",
+            ) from None
 
         return same_pictures(pairs, view_of, threads)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,8 @@ def test_doctor_healthy(weights, dup_tree):
                                       "seconds": 12.5, "stages": ["canonicalizer", "projection"], "torch": "2.14.1"}  # fmt: skip
     assert doc["torch"]["device"].startswith(("cpu", "cuda", "mps")) and doc["cache"]["images"] == 6
     assert set(doc["formats"]) >= {"heif", "avif", "raw", "webp", "jpeg2000"}
+    assert doc["registration"]["installed"] and doc["registration"]["opencv"]
+
     text = run("doctor", "--db", db).stdout
     assert "Everything ndup needs is in place." in text and str(weights) in text
 
@@ -180,6 +183,12 @@ def test_doctor_healthy(weights, dup_tree):
     (Path(os.environ["XDG_CONFIG_HOME"]) / "ndup/config.toml").write_text("[scan\n")
     doc = json.loads(run("doctor", "--json", "--db", db, code=1).stdout)
     assert doc["problems"][0].startswith("config: config file") and "not valid TOML" in doc["problems"][0]
+
+
+def test_doctor_names_a_missing_opencv(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    doc = json.loads(run("doctor", "--json", "--db", tmp_path / "c.db", code=1).stdout)
+    assert any(p.startswith("OpenCV: not installed") and "opencv-python-headless" in p for p in doc["problems"])
 
 
 def test_a_rebuild_that_fails_puts_the_old_cache_back(dup_tree, monkeypatch):

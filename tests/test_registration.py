@@ -123,3 +123,15 @@ def test_many_pairs_are_registered_in_batches_on_threads_with_unreadable_files_p
     found = registration.same_pictures(pairs, view_of, threads=2)
     assert found == [True, True, False, False, True, False]
     assert len(asked) < 2 * len(pairs)
+
+
+def test_a_missing_opencv_is_one_clear_error_not_a_traceback(monkeypatch):
+    import sys
+
+    from ndup.errors import NdupError
+    from ndup.scan import _registration
+
+    monkeypatch.delitem(sys.modules, "ndup.registration", raising=False)
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(NdupError, match="OpenCV is missing"):
+        _registration(["a.jpg", "b.jpg"], threads=1)(np.array([[0, 1]]))
