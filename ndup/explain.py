@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ndup.decode import analyze, load_oriented, load_rgb_array, save_contact_sheet
+from ndup.decode import analyze, load_rgb_array, save_contact_sheet
 from ndup.errors import NdupError
 from ndup.model.spec import SHIPPED_WEIGHTS
 from ndup.records import Decoded, ImageRecord
-from ndup.scan import cache_entry, pair_inputs
+from ndup.scan import cache_entry, pair_inputs, registration_view
 from ndup.verify import CLASSES, FEATURES, DecisionUnit, pair_features
 
 
@@ -22,12 +23,16 @@ def _decoded(path: Path) -> Decoded:
     return out
 
 
-def _registration(a: Path, b: Path) -> dict | None:
-    """What registration (ndup.registration) finds for the pair; the scan asks it only when the decision
-    unit calls the pair the same scene but not a copy."""
-    from ndup.registration import SIDE, prepare, register
+def _register(a: Path, b: Path):
+    """What registration (ndup.registration) finds for the pair, or None; the scan asks it only for the
+    pairs the decision unit does not call copies but thinks may be one scene."""
+    from ndup.registration import register
 
-    found = register(*(prepare(np.asarray(load_oriented(str(p), SIDE).convert("L"))) for p in (a, b)))
+    views = registration_view(str(a)), registration_view(str(b))
+    return None if any(v is None for v in views) else register(*views)
+
+
+def _registration_report(found) -> dict | None:
     if found is None:
         return None
     return {
@@ -58,7 +63,10 @@ def explain_pair(
     entries = [cache_entry(out, i) for i in range(2)]
     embeddings = {d.facts.content_hash: (v, aux) for d, (v, aux, _) in zip((da, db), entries)}
     thumbs = {d.facts.content_hash: t for d, (_, _, t) in zip((da, db), entries)}
-    inputs = pair_inputs(images, embeddings, thumbs.get, register=True)
+    found = _register(a, b)
+    same_picture = found is not None and found.same_picture
+    # the verdict weighs the registration found above, as a scan would, rather than registering again
+    inputs = replace(pair_inputs(images, embeddings, thumbs.get), registered=lambda pairs: [same_picture] * len(pairs))
     pair = np.array([[0, 1]])
     features = pair_features(inputs, pair)[0]
     unit = DecisionUnit.load(weights or SHIPPED_WEIGHTS)
@@ -78,7 +86,7 @@ def explain_pair(
             for i in range(2)
         ],
         "sizes": [f"{d.facts.width}x{d.facts.height} {d.facts.format}" for d in (da, db)],
-        "registration": _registration(a, b),
+        "registration": _registration_report(found),
     }
     if save is not None:
         views = full.aligned_views(pixels, aspects)

@@ -103,17 +103,17 @@ class PairCache:
                       "score": score[order], "similarity": sim[order]}  # fmt: skip
         changed = self._unsaved or len(miss) > 0 or cached is None or len(cached["keys"]) != n
         if save and changed:
-            self._save(uniq, keys, tier, score, sim)
+            self._save(self._last)
         self._unsaved = changed and not save
         return out
 
-    def _save(self, uniq: list[str], keys, tier, score, sim) -> None:
-        order = np.argsort(keys, kind="stable")
+    def _save(self, data: dict) -> None:
+        """`data`: the arrays of `_last`, sorted by key."""
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, verifier=np.array(self.verifier_id), hashes=np.array(uniq, dtype=np.bytes_),
-                         keys=keys[order], tier=tier[order], score=score[order], similarity=sim[order])  # fmt: skip
+                np.savez(f, verifier=np.array(self.verifier_id), hashes=data["hashes"].astype(np.bytes_),
+                         keys=data["keys"], tier=data["tier"], score=data["score"], similarity=data["similarity"])  # fmt: skip
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)

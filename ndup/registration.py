@@ -49,7 +49,7 @@ _matcher = None
 def _tools():
     global _orb, _matcher
     if _orb is None:
-        cv2.setNumThreads(1)  # called per pair from a single thread; OpenCV's pool only adds overhead
+        cv2.setNumThreads(1)  # pairs are spread over our own threads (same_pictures); OpenCV's pool only adds overhead
         _orb = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=10)
         _matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     return _orb, _matcher

@@ -362,18 +362,23 @@ def _thumb_lookup(hashes: list[str], fetch: Callable[[str], bytes | None]):
     return lookup
 
 
+def registration_view(path: str):
+    """A file read again and prepared for registration (ndup.registration); None when it cannot be read
+    now (moved, changed or damaged since it was scanned): it then only loses the check."""
+    from ndup.registration import SIDE, prepare
+
+    try:
+        return prepare(np.asarray(load_oriented(path, SIDE).convert("L")))
+    except Exception:  # a file that fails now only loses the check, never the scan
+        return None
+
+
 def _registration(paths: list[str], threads: int):
     """(P, 2) pairs of image indices -> whether registration (ndup.registration) shows each pair to be
-    one picture, from the files read again; a file that cannot be read now (moved, changed or damaged
-    since it was scanned) proves nothing."""
+    one picture, from the files read again."""
 
     def view_of(i: int):
-        from ndup.registration import SIDE, prepare
-
-        try:
-            return prepare(np.asarray(load_oriented(paths[i], SIDE).convert("L")))
-        except Exception:  # a file that fails now only loses the check, never the scan
-            return None
+        return registration_view(paths[i])
 
     def registered(pairs: np.ndarray) -> list[bool]:
         try:  # OpenCV: loaded only when a pair needs it

@@ -228,19 +228,19 @@ class DecisionUnit:
             return []
         feats = pair_features(inp, pairs)
         probs = self.probabilities(feats)
-        same = np.zeros(len(pairs), dtype=bool)
+        exact = np.zeros(len(pairs), dtype=bool)
         if inp.content_hash is not None:
-            same = inp.content_hash[pairs[:, 0]] == inp.content_hash[pairs[:, 1]]
+            exact = inp.content_hash[pairs[:, 0]] == inp.content_hash[pairs[:, 1]]
         # perhaps the same scene, not a copy by the evidence: registration may show the same pixels (an
         # edited copy, such as a crop, tilt or border, the global evidence could not tell from a second
         # capture)
         same_scene = probs[:, 1] + probs[:, 2]
-        unsure = ~same & (probs[:, 2] < self.copy_threshold) & (same_scene >= REGISTER_MIN_SAME_SCENE)
+        unsure = ~exact & (probs[:, 2] < self.copy_threshold) & (same_scene >= REGISTER_MIN_SAME_SCENE)
         registered = np.zeros(len(pairs), dtype=bool)
         if inp.registered is not None and unsure.any():
             registered[unsure] = inp.registered(pairs[unsure])
         out = []
-        for (a, b), p, f, is_exact, r in zip(pairs, probs, feats, same, registered):
+        for (a, b), p, f, is_exact, r in zip(pairs, probs, feats, exact, registered):
             a, b = int(a), int(b)
             if is_exact:
                 out.append(PairVerdict(a, b, "exact", 1.0, float(f[0])))
