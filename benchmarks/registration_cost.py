@@ -1,10 +1,13 @@
 """What registration costs a scan: the match stage with and without it, on the same cache.
 
     python benchmarks/registration_cost.py --images 300
+    python benchmarks/registration_cost.py --library /tmp/ndup-accuracy/test   # any folder
 
 Builds (or reuses) a library of camera-sized JPEGs the way benchmarks/throughput.py does: random
-crops of pool photos, so nearly every image has second captures of its scene and registration has
-the most to do. The files are read once; then the match runs again and again, alternating the
+crops of pool photos, so nearly every image has second captures of its scene, which registration
+must tell from crops. `--library` times a folder of your choice instead: the accuracy benchmark's
+(many copies of each photo, every pair of which registration checks for moved parts) is the other
+extreme. The files are read once; then the match runs again and again, alternating the
 decision unit alone (`unit`) and the unit plus registration (`full`), with the cached matches and pair
 verdicts removed before each run so that every pair is verified anew. Reported: the match seconds of
 each and their ratio, against the seconds it took to read the files (this machine, this run).
@@ -39,10 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--size", type=int, nargs=2, default=(4000, 3000), metavar=("W", "H"))
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--library", type=Path, default=None, help="time this folder instead of building one")
     args = p.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="ndup-registration-"))
-    library = work / f"library-{args.images}-{args.size[0]}x{args.size[1]}"
-    if not library.is_dir() or len(list(library.iterdir())) != args.images:
+    library = args.library or work / f"library-{args.images}-{args.size[0]}x{args.size[1]}"
+    if args.library is None and (not library.is_dir() or len(list(library.iterdir())) != args.images):
         build_library(args.pool, library, args.images, tuple(args.size), 90, 0)
     db = work / "cache.db"
     for old in work.glob("cache.db*"):  # a fresh cache: the files are read once, and timed
@@ -56,10 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             seconds[variant].append(summary["stages"]["match"])
             copies[variant] = summary["groups"]
     unit, full = (statistics.median(seconds[v]) for v in ("unit", "full"))
-    print(f"{args.images} images {args.size[0]}x{args.size[1]}: reading them took {read:.1f} s")
+    images = summary.get("images", args.images)
+    what = str(library) if args.library else f"{args.size[0]}x{args.size[1]}"
+    print(f"{images} images ({what}): reading them took {read:.1f} s")
     print(f"match without registration (unit): {unit:.2f} s (median of {args.rounds}), {copies['unit']} groups")
     print(f"match with registration (full):     {full:.2f} s, {copies['full']} groups")
-    print(f"ratio full/unit {full / unit:.2f}; registration adds {(full - unit) / args.images * 1000:.0f} ms an image")
+    print(f"ratio full/unit {full / unit:.2f}; registration adds {(full - unit) / images * 1000:.0f} ms an image")
     return 0
 
 

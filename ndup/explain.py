@@ -37,6 +37,8 @@ def _registration_report(found) -> dict | None:
         return None
     return {
         "same_picture": found.same_picture,
+        "another_frame": found.verdict < 0,
+        "motion_px": None if found.motion is None else round(found.motion, 3),
         "matching_keypoints": found.inliers,
         "mirrored": found.mirrored,
         "contained": round(found.coverage, 4),
@@ -64,9 +66,9 @@ def explain_pair(
     embeddings = {d.facts.content_hash: (v, aux) for d, (v, aux, _) in zip((da, db), entries)}
     thumbs = {d.facts.content_hash: t for d, (_, _, t) in zip((da, db), entries)}
     found = _register(a, b)
-    same_picture = found is not None and found.same_picture
+    shown = 0 if found is None else found.verdict
     # the verdict weighs the registration found above, as a scan would, rather than registering again
-    inputs = replace(pair_inputs(images, embeddings, thumbs.get), registered=lambda pairs: [same_picture] * len(pairs))
+    inputs = replace(pair_inputs(images, embeddings, thumbs.get), registered=lambda pairs: [shown] * len(pairs))
     pair = np.array([[0, 1]])
     features = pair_features(inputs, pair)[0]
     unit = DecisionUnit.load(weights or SHIPPED_WEIGHTS)

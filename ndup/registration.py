@@ -5,19 +5,25 @@ That evidence cannot tell a crop, a tilt or a border (a copy) from a second capt
 a copy): both look alike everywhere and line up roughly. Registration settles what it leaves open.
 Local features (ORB keypoints, also of the mirror image) are matched and an affine transform is fitted
 with RANSAC; the pictures are resampled into the frame of the one contained in the other, and every
-block of it must match its counterpart (normalised cross-correlation, a few pixels of slack). A copy
-passes: its pixels are the original's, moved by one transform and re-toned. A second capture fails:
-something in the scene moved, the viewpoint changed (parallax, perspective) or new content came in.
+block of it must match its counterpart (normalised cross-correlation, a few pixels of slack), and no
+part may have moved against the rest: each block's displacement is measured to a fraction of a pixel,
+an affine field is fitted to them robustly, and what it leaves (the motion no single transform
+explains) must stay below a quarter of a pixel. A copy passes: its pixels are the original's, moved by
+one transform and re-toned. A second capture fails: something in the scene moved (even by a pixel or
+two, as between consecutive video frames), the viewpoint changed (parallax, perspective) or new content
+came in.
 
-The pixels come from the files themselves, decoded again at `SIDE` px, and only for the pairs the
-decision unit calls the same scene but not a copy. This is the only module that imports OpenCV.
+The pixels come from the files themselves, decoded again at `SIDE` px, for the pairs the decision unit
+calls the same scene but not a copy (registration may show them to be one picture) and for those it
+calls copies (registration may show parts that moved: another frame). This is the only module that
+imports OpenCV.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -39,6 +45,18 @@ MIN_BLOCKS = 8  # informative blocks (not flat): fewer, and a moved thing could 
 MIN_COVERAGE = 0.985  # share of the contained picture that lies inside the other
 MIN_WORST_BLOCK = 0.85  # correlation of the worst-matching block
 MAX_ANISOTROPY = 1.6  # ratio of the transform's two scales (a squeezed resize; not a different view)
+# px at SIDE: the median block displacement no affine field explains (_motion). Copies on that benchmark
+# stay below it in 99.5% of pairs that line up (median 0.014 px); consecutive video frames reach 0.3-0.5.
+MAX_MOTION = 0.25
+# The motion measure: finer blocks, lighter smoothing (displacements of a fraction of a pixel must show).
+MOTION_GRID = 8
+MOTION_SIGMA = 0.8
+MIN_MOTION_BLOCKS = 6  # blocks that pin their displacement down, needed to measure it at all
+MIN_MOTION_SIDE = 240  # px: smaller pictures are too coarse to measure a fraction of a pixel
+ECC_STOP = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)  # refining the transform
+MIN_SHARPNESS = 0.01  # correlation lost per px² away from a block's peak, in its sharpest direction
+# What registration shows about a pair (ndup.verify reads these numbers).
+SAME_PICTURE, NOT_SHOWN, ANOTHER_FRAME = 1, 0, -1
 # Views held at once while many pairs are registered (about 0.3 MB each).
 VIEW_BATCH = 128
 
@@ -49,7 +67,7 @@ _matcher = None
 def _tools():
     global _orb, _matcher
     if _orb is None:
-        cv2.setNumThreads(1)  # pairs are spread over our own threads (same_pictures); OpenCV's pool only adds overhead
+        cv2.setNumThreads(1)  # pairs are spread over our own threads (judge); OpenCV's pool only adds overhead
         _orb = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=10)
         _matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     return _orb, _matcher
@@ -82,6 +100,9 @@ class Registration:
     coverage: float  # share of the contained picture that lies inside the other
     blocks: tuple[float, ...]  # correlation of each informative block
     anisotropy: float
+    # px at SIDE that parts moved against the rest; None: not measured (the pictures do not line up
+    # anyway) or too small or smooth to tell
+    motion: float | None
 
     @property
     def worst_block(self) -> float:
@@ -89,6 +110,12 @@ class Registration:
 
     @property
     def same_picture(self) -> bool:
+        return self.lines_up and not self.moved
+
+    @property
+    def lines_up(self) -> bool:
+        """Every part of the contained picture finds its counterpart in the other (whether or not
+        some moved a little)."""
         return (
             self.inliers >= MIN_INLIERS
             and len(self.blocks) >= MIN_BLOCKS
@@ -97,11 +124,26 @@ class Registration:
             and self.anisotropy <= MAX_ANISOTROPY
         )
 
+    @property
+    def moved(self) -> bool:
+        """Parts of the picture moved against the rest: another frame, not a copy."""
+        return self.motion is not None and self.motion > MAX_MOTION
+
+    @property
+    def verdict(self) -> int:
+        """SAME_PICTURE, ANOTHER_FRAME (it all lines up, but parts moved) or NOT_SHOWN."""
+        if not self.lines_up:
+            return NOT_SHOWN
+        return ANOTHER_FRAME if self.moved else SAME_PICTURE
+
     def describe(self) -> str:
-        verdict = "the same picture" if self.same_picture else "not shown to be the same picture"
+        verdict = {SAME_PICTURE: "the same picture", ANOTHER_FRAME: "another frame of the same scene"}.get(
+            self.verdict, "not shown to be the same picture"
+        )
         return (
             f"{verdict}: {self.inliers} matching keypoints{' (mirrored)' if self.mirrored else ''}, "
-            f"{self.coverage:.0%} contained, worst of {len(self.blocks)} blocks {self.worst_block:.2f}"
+            f"{self.coverage:.0%} contained, worst of {len(self.blocks)} blocks {self.worst_block:.2f}, "
+            + ("too small or smooth to measure motion" if self.motion is None else f"parts moved {self.motion:.2f} px")
         )
 
 
@@ -168,19 +210,32 @@ def _register(a: View, b: View) -> Registration | None:
     # where each picture's frame lands in the other's: the contained one is fully covered
     b_in_a = cv2.warpAffine(np.ones((hb, wb), np.uint8), transform, (wa, ha), flags=cv2.INTER_NEAREST)
     a_in_b = cv2.warpAffine(np.ones((ha, wa), np.uint8), inverse, (wb, hb), flags=cv2.INTER_NEAREST)
-    smooth_a = cv2.GaussianBlur(a.grey.astype(np.float32), (0, 0), BLUR_SIGMA)
-    smooth_b = cv2.GaussianBlur(grey_b.astype(np.float32), (0, 0), BLUR_SIGMA)
-    if a_in_b.mean() >= b_in_a.mean():  # b lies inside a: compare in b's frame
-        inner, covered, coverage = smooth_b, a_in_b, float(a_in_b.mean())
-        other = cv2.warpAffine(smooth_a, inverse, (wb, hb), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    else:
-        inner, covered, coverage = smooth_a, b_in_a, float(b_in_a.mean())
-        other = cv2.warpAffine(smooth_b, transform, (wa, ha), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    valid = cv2.erode(covered, np.ones((5, 5), np.uint8)) > 0
-    m = MARGIN
-    blocks = _block_correlations(inner[m:-m, m:-m], other[m:-m, m:-m], valid[m:-m, m:-m])
+    b_inside = a_in_b.mean() >= b_in_a.mean()  # b lies inside a: compare in b's frame
+    covered = a_in_b if b_inside else b_in_a
+    valid = (cv2.erode(covered, np.ones((5, 5), np.uint8)) > 0)[MARGIN:-MARGIN, MARGIN:-MARGIN]
+
+    def compared(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+        """The contained picture and the other resampled onto it, both smoothed alike (before the warp,
+        so resampling, JPEG and noise do not count), without the frame's MARGIN."""
+        sa, sb = (cv2.GaussianBlur(g.astype(np.float32), (0, 0), sigma) for g in (a.grey, grey_b))
+        if b_inside:
+            inner, other = (
+                sb,
+                cv2.warpAffine(sa, inverse, (wb, hb), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+            )
+        else:
+            inner, other = (
+                sa,
+                cv2.warpAffine(sb, transform, (wa, ha), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+            )
+        m = MARGIN
+        return inner[m:-m, m:-m], other[m:-m, m:-m]
+
+    blocks = _block_correlations(*compared(BLUR_SIGMA), valid)
     anisotropy = float(singular[0] / singular[1])
-    return Registration(inliers, is_mirrored, transform, coverage, tuple(blocks), anisotropy)
+    found = Registration(inliers, is_mirrored, transform, float(covered.mean()), tuple(blocks), anisotropy, None)
+    # motion only matters, and is only measured, where every part found its counterpart
+    return replace(found, motion=_motion(*compared(MOTION_SIGMA), valid)) if found.lines_up else found
 
 
 def _block_correlations(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> list[float]:
@@ -207,14 +262,101 @@ def _block_correlations(inner: np.ndarray, other: np.ndarray, valid: np.ndarray)
     return out
 
 
-def same_pictures(pairs, view_of: Callable[[int], View | None], threads: int = 1) -> list[bool]:
-    """For each (a, b) pair of image indices, whether registration shows them to be the same picture.
+def _motion(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> float | None:
+    """How far parts of `inner` moved against the rest in `other` (px), beyond one affine transform;
+    None when the pictures are too small or too smooth to tell.
+
+    Each block (MOTION_GRID x MOTION_GRID) finds its displacement to a fraction of a pixel: the
+    correlation peak within SLACK of where the transform, refined
+    first (_refined), puts it, refined by a parabola. How sharp that peak is, in each direction,
+    says how well the block pins its displacement down: a smooth gradient or a flat area not at all, a
+    block of parallel lines only across them. Blocks whose peak is blunt in every direction are left
+    out. An affine field is fitted to the displacements three times, each time without the quarter that
+    fits worst: the fitted transform's own error is an affine field and drops out. Each block's residual
+    counts along the directions its peak is sharp in, and the median is returned: a copy's blocks agree
+    to a tenth of a pixel or so; frames a moment apart do not."""
+    h, w = inner.shape
+    grid = MOTION_GRID
+    if max(h, w) < MIN_MOTION_SIDE:
+        return None
+    slack = SLACK
+    other = _refined(inner, other, valid)
+    padded = cv2.copyMakeBorder(other, slack, slack, slack, slack, cv2.BORDER_REPLICATE)
+    centres, shifts, tensors = [], [], []
+    for i in range(grid):
+        for j in range(grid):
+            y0, y1, x0, x1 = i * h // grid, (i + 1) * h // grid, j * w // grid, (j + 1) * w // grid
+            block = inner[y0:y1, x0:x1]
+            if not valid[y0:y1, x0:x1].all() or block.std() < FLAT:
+                continue
+            scores = cv2.matchTemplate(padded[y0 : y1 + 2 * slack, x0 : x1 + 2 * slack], block, cv2.TM_CCOEFF_NORMED)
+            _, _, _, (px, py) = cv2.minMaxLoc(scores)
+            tensor = _sharpness(scores, px, py)
+            if np.linalg.eigvalsh(tensor)[1] < MIN_SHARPNESS:
+                continue
+            dx = px - slack + (_vertex(*scores[py, px - 1 : px + 2]) if 0 < px < 2 * slack else 0.0)
+            dy = py - slack + (_vertex(*scores[py - 1 : py + 2, px]) if 0 < py < 2 * slack else 0.0)
+            centres.append(((x0 + x1) / (2 * w), (y0 + y1) / (2 * h)))
+            shifts.append((dx, dy))
+            tensors.append(tensor)
+    if len(centres) < MIN_MOTION_BLOCKS:
+        return None
+    design = np.c_[np.array(centres), np.ones(len(centres))]
+    shifts_, tensors_ = np.array(shifts), np.array(tensors)
+    strongest = np.linalg.eigvalsh(tensors_)[:, 1]
+    fit = np.ones(len(centres), bool)
+    for _ in range(3):
+        coef, *_ = np.linalg.lstsq(design[fit], shifts_[fit], rcond=None)
+        left = shifts_ - design @ coef
+        residual = np.sqrt(np.maximum(np.einsum("ni,nij,nj->n", left, tensors_, left) / strongest, 0.0))
+        fit = residual <= np.percentile(residual, 75)
+    return _summary(residual)
+
+
+def _refined(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`other` moved onto `inner` by the affine correction that best aligns all of it (ECC): the
+    keypoint fit can be off by a few pixels, more than the blocks search."""
+    correction = np.eye(2, 3, dtype=np.float32)
+    try:
+        _, correction = cv2.findTransformECC(
+            inner, other, correction, cv2.MOTION_AFFINE, ECC_STOP, valid.astype(np.uint8), 5
+        )
+    except cv2.error:  # did not converge: the keypoint fit stands
+        return other
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(other, correction, other.shape[::-1], flags=flags, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _summary(residual: np.ndarray) -> float:
+    return float(np.median(residual))
+
+
+def _sharpness(scores: np.ndarray, px: int, py: int) -> np.ndarray:
+    """How fast the correlation falls away from its peak, per direction: minus its second derivatives
+    (a 2x2 matrix, made positive semi-definite); at the window's edge, measured one pixel in."""
+    x, y = min(max(px, 1), scores.shape[1] - 2), min(max(py, 1), scores.shape[0] - 2)
+    xx = scores[y, x - 1] - 2 * scores[y, x] + scores[y, x + 1]
+    yy = scores[y - 1, x] - 2 * scores[y, x] + scores[y + 1, x]
+    xy = (scores[y + 1, x + 1] - scores[y + 1, x - 1] - scores[y - 1, x + 1] + scores[y - 1, x - 1]) / 4
+    values, vectors = np.linalg.eigh(-np.array([[xx, xy], [xy, yy]], dtype=np.float64))
+    return (vectors * np.maximum(values, 0.0)) @ vectors.T
+
+
+def _vertex(before: float, at: float, after: float) -> float:
+    """Offset (-0.5..0.5) of the top of the parabola through three neighbouring scores."""
+    bend = before - 2 * at + after
+    return 0.0 if bend >= 0 else float(np.clip(0.5 * (before - after) / bend, -0.5, 0.5))
+
+
+def judge(pairs, view_of: Callable[[int], View | None], threads: int = 1) -> list[int]:
+    """For each (a, b) pair of image indices, what registration shows: SAME_PICTURE, ANOTHER_FRAME or
+    NOT_SHOWN.
 
     `view_of(i)` reads and prepares image i (None: unreadable). Views are made and pairs registered
     on `threads` threads (decoding and OpenCV release the GIL), VIEW_BATCH views at a time: pairs
     come sorted by their first image, so a batch's views serve many pairs and memory stays bounded."""
     pairs = [(int(a), int(b)) for a, b in pairs]
-    out: list[bool] = []
+    out: list[int] = []
     kept: dict[int, View | None] = {}
     with ThreadPoolExecutor(max(1, threads)) as pool:
         start = 0
@@ -228,13 +370,13 @@ def same_pictures(pairs, view_of: Callable[[int], View | None], threads: int = 1
             views = {i: kept[i] for i in needed if i in kept}
             views.update(zip(missing, pool.map(view_of, missing)))
             batch = pairs[start:end]
-            out += pool.map(_same, [views[a] for a, _ in batch], [views[b] for _, b in batch])
+            out += pool.map(_judge, [views[a] for a, _ in batch], [views[b] for _, b in batch])
             kept, start = views, end
     return out
 
 
-def _same(a: View | None, b: View | None) -> bool:
+def _judge(a: View | None, b: View | None) -> int:
     if a is None or b is None:
-        return False
+        return NOT_SHOWN
     found = register(a, b)
-    return found is not None and found.same_picture
+    return NOT_SHOWN if found is None else found.verdict

@@ -374,22 +374,22 @@ def registration_view(path: str):
 
 
 def _registration(paths: list[str], threads: int):
-    """(P, 2) pairs of image indices -> whether registration (ndup.registration) shows each pair to be
-    one picture, from the files read again."""
+    """(P, 2) pairs of image indices -> what registration (ndup.registration) shows of each pair (+1 one
+    picture, edited; -1 another frame of one scene; 0 neither), from the files read again."""
 
     def view_of(i: int):
         return registration_view(paths[i])
 
-    def registered(pairs: np.ndarray) -> list[bool]:
+    def registered(pairs: np.ndarray) -> list[int]:
         try:  # OpenCV: loaded only when a pair needs it
-            from ndup.registration import same_pictures
+            from ndup.registration import judge
         except ImportError as e:
             raise NdupError(
                 f"cannot register pairs of pictures: OpenCV is missing ({e})",
                 hint="pip install opencv-python-headless (ndup's own dependency), then scan again",
             ) from None
 
-        return same_pictures(pairs, view_of, threads)
+        return judge(pairs, view_of, threads)
 
     return registered
 

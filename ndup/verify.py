@@ -41,7 +41,7 @@ NOT_CHECKED = -1.0
 SIMILAR_MIN_STRUCTURE = 0.8
 CLASSES = ("different", "similar", "copy")
 # Names what ndup.registration decides, for the pair-verdict cache: bump it when its verdicts change.
-REGISTRATION = "registration-2"
+REGISTRATION = "registration-3"
 # Pairs registered: not copies by the evidence, but at least this likely the same scene. Calibrated
 # probabilities: on the held-out benchmark, 0.1 sends 4% more pairs than 0.5 (the "similar" line)
 # and 235 more real copies, which the unit had put far below that line (crops of half the area).
@@ -83,9 +83,10 @@ class PairInputs:
     # (image index, second hypothesis?) -> the prepared aligned thumbnail (ndup.structure), or None.
     # A function, so that a scan loads thumbnails only for the pairs that need the pixel-level check.
     thumbs: Callable[[int, bool], np.ndarray | None] | None = None
-    # (P, 2) pairs -> whether registration (ndup.registration) shows each to be one picture, edited.
-    # Without it, no pair is registered (the "unit" ablation).
-    registered: Callable[[np.ndarray], Sequence[bool]] | None = None
+    # (P, 2) pairs -> what registration (ndup.registration) shows of each: +1 one picture, edited; -1
+    # another frame of one scene (it all lines up, but parts moved); 0 neither. Without it, no pair is
+    # registered (the "unit" ablation).
+    registered: Callable[[np.ndarray], Sequence[int]] | None = None
 
     @classmethod
     def from_records(
@@ -96,7 +97,7 @@ class PairInputs:
         alt_vectors: np.ndarray | None = None,
         alt_aligned: Sequence[str | int] | None = None,
         thumbs: Callable[[int, bool], np.ndarray | None] | None = None,
-        registered: Callable[[np.ndarray], Sequence[bool]] | None = None,
+        registered: Callable[[np.ndarray], Sequence[int]] | None = None,
     ):
         return cls(
             vectors=vectors,
@@ -231,22 +232,26 @@ class DecisionUnit:
         exact = np.zeros(len(pairs), dtype=bool)
         if inp.content_hash is not None:
             exact = inp.content_hash[pairs[:, 0]] == inp.content_hash[pairs[:, 1]]
-        # perhaps the same scene, not a copy by the evidence: registration may show the same pixels (an
-        # edited copy, such as a crop, tilt or border, the global evidence could not tell from a second
-        # capture)
+        # Registration settles what the global evidence leaves open, both ways. Perhaps the same scene,
+        # not a copy by the evidence: it may show the same pixels (a crop, tilt or border the evidence
+        # could not tell from a second capture). A copy by the evidence: it may show parts that moved
+        # (consecutive frames of a video or a burst look like one picture everywhere else).
+        copy = probs[:, 2] >= self.copy_threshold
         same_scene = probs[:, 1] + probs[:, 2]
-        unsure = ~exact & (probs[:, 2] < self.copy_threshold) & (same_scene >= REGISTER_MIN_SAME_SCENE)
-        registered = np.zeros(len(pairs), dtype=bool)
-        if inp.registered is not None and unsure.any():
-            registered[unsure] = inp.registered(pairs[unsure])
+        checked = ~exact & (copy | (same_scene >= REGISTER_MIN_SAME_SCENE))
+        registered = np.zeros(len(pairs), dtype=np.int8)
+        if inp.registered is not None and checked.any():
+            registered[checked] = inp.registered(pairs[checked])
         out = []
-        for (a, b), p, f, is_exact, r in zip(pairs, probs, feats, exact, registered):
+        for (a, b), p, f, is_exact, is_copy, r in zip(pairs, probs, feats, exact, copy, registered):
             a, b = int(a), int(b)
             if is_exact:
                 out.append(PairVerdict(a, b, "exact", 1.0, float(f[0])))
-            elif p[2] >= self.copy_threshold:
+            elif is_copy and r < 0:
+                out.append(PairVerdict(a, b, "similar", float(p[1] + p[2]), float(f[0])))
+            elif is_copy:
                 out.append(PairVerdict(a, b, "copy", float(p[2]), float(f[0])))
-            elif r:
+            elif r > 0:
                 out.append(PairVerdict(a, b, "copy", max(float(p[2]), self.copy_threshold), float(f[0])))
             elif p[1] + p[2] >= self.similar_threshold and f[STRUCTURE] >= SIMILAR_MIN_STRUCTURE:
                 out.append(PairVerdict(a, b, "similar", float(p[1] + p[2]), float(f[0])))

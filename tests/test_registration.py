@@ -7,7 +7,7 @@ import pytest
 from imagegen import synthetic_photo
 from PIL import Image, ImageOps
 
-from ndup.registration import MIN_WORST_BLOCK, prepare, register
+from ndup.registration import MAX_MOTION, MIN_WORST_BLOCK, prepare, register
 
 
 def view(im: Image.Image):
@@ -42,6 +42,30 @@ def test_an_edited_copy_is_the_same_picture(photo, edit):
     found = register(view(photo), view(edit(photo)))
     assert found is not None and found.same_picture, found and found.describe()
     assert found.mirrored == (edit is squeezed_mirror)
+
+
+@pytest.mark.parametrize("edit", [crop_half, tilt, framed, squeezed_mirror], ids=lambda f: f.__name__)
+def test_no_part_of_an_edited_copy_moves(photo, edit):
+    found = register(view(photo), view(edit(photo)))
+    assert found.motion < MAX_MOTION / 2
+
+
+def next_frame(im: Image.Image) -> Image.Image:
+    """The next frame of a still scene: a few things in it moved by a pixel or two, nothing else."""
+    frame = im.copy()
+    for box, (dx, dy) in [
+        ((80, 60, 360, 300), (2, 1)),
+        ((420, 250, 760, 560), (-1, 2)),
+        ((300, 20, 560, 200), (2, -2)),
+    ]:
+        frame.paste(im.crop(box), (box[0] + dx, box[1] + dy))
+    return frame
+
+
+def test_consecutive_frames_are_not_the_same_picture(photo):
+    found = register(view(photo), view(next_frame(photo)))
+    assert found is not None and found.worst_block >= MIN_WORST_BLOCK  # every block still finds its match...
+    assert found.motion > MAX_MOTION and not found.same_picture  # ...but parts moved against the rest
 
 
 def test_registration_is_symmetric_in_which_picture_contains_the_other(photo):
@@ -79,7 +103,7 @@ def test_flat_pictures_are_never_called_the_same_picture():
     assert found is None or not found.same_picture
 
 
-def test_a_scan_groups_a_half_crop_with_its_original_but_not_a_second_capture(photo, tmp_path):
+def test_a_scan_groups_a_half_crop_with_its_original_but_not_a_second_capture_or_the_next_frame(photo, tmp_path):
     from ndup.config import ScanSettings
     from ndup.scan import run_scan
 
@@ -89,6 +113,7 @@ def test_a_scan_groups_a_half_crop_with_its_original_but_not_a_second_capture(ph
     crop_half(photo).save(lib / "crop.jpg", quality=85)
     tilt(photo).save(lib / "tilt.jpg", quality=85)
     second_capture(photo, 0).save(lib / "again.jpg", quality=92)
+    next_frame(photo).save(lib / "next.png")
     synthetic_photo(12, 800, 600).save(lib / "other.jpg", quality=92)
     seen = {}
     plan = run_scan(
@@ -97,7 +122,10 @@ def test_a_scan_groups_a_half_crop_with_its_original_but_not_a_second_capture(ph
     )
     copies = [{m.path.rsplit("/", 1)[1] for m in g.members} for g in plan.groups if g.tier == "copy"]
     assert {"photo.jpg", "crop.jpg", "tilt.jpg"} in copies, copies
-    assert not any("again.jpg" in g or "other.jpg" in g for g in copies)
+    assert not any(g & {"again.jpg", "next.png", "other.jpg"} for g in copies)
+    # the next frame looks like a copy everywhere but where things moved: it is shown as a similar shot
+    similar = [{m.path.rsplit("/", 1)[1] for m in g.members} for g in plan.groups if g.tier == "similar"]
+    assert any("next.png" in g for g in similar), similar
 
 
 def test_a_degenerate_fit_is_no_registration_and_never_an_error(photo, monkeypatch):
@@ -110,9 +138,9 @@ def test_a_degenerate_fit_is_no_registration_and_never_an_error(photo, monkeypat
 def test_many_pairs_are_registered_in_batches_on_threads_with_unreadable_files_proving_nothing(photo, monkeypatch):
     import ndup.registration as registration
 
-    pictures = [photo, crop_half(photo), tilt(photo), second_capture(photo, 0), None]
+    pictures = [photo, crop_half(photo), tilt(photo), second_capture(photo, 0), None, next_frame(photo)]
     views = [None if p is None else view(p) for p in pictures]
-    pairs = [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (1, 4)]
+    pairs = [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (1, 4), (0, 5)]
     asked = []
 
     def view_of(i):
@@ -120,8 +148,9 @@ def test_many_pairs_are_registered_in_batches_on_threads_with_unreadable_files_p
         return views[i]
 
     monkeypatch.setattr(registration, "VIEW_BATCH", 3)  # several batches, each reusing the views it can
-    found = registration.same_pictures(pairs, view_of, threads=2)
-    assert found == [True, True, False, False, True, False]
+    found = registration.judge(pairs, view_of, threads=2)
+    same, frame, unshown = registration.SAME_PICTURE, registration.ANOTHER_FRAME, registration.NOT_SHOWN
+    assert found == [same, same, unshown, unshown, same, unshown, frame]
     assert len(asked) < 2 * len(pairs)
 
 
