@@ -100,8 +100,8 @@ class Registration:
     coverage: float  # share of the contained picture that lies inside the other
     blocks: tuple[float, ...]  # correlation of each informative block
     anisotropy: float
-    # px at SIDE that parts moved against the rest; None: not measured (the pictures do not line up
-    # anyway) or too small or smooth to tell
+    # px at SIDE that parts moved against the rest; None: not measured (not aligned) or too small or
+    # smooth to tell
     motion: float | None
 
     @property
@@ -109,20 +109,28 @@ class Registration:
         return min(self.blocks) if self.blocks else -1.0
 
     @property
-    def same_picture(self) -> bool:
-        return self.lines_up and not self.moved
+    def typical_block(self) -> float:
+        return float(np.median(self.blocks)) if self.blocks else -1.0
 
     @property
-    def lines_up(self) -> bool:
-        """Every part of the contained picture finds its counterpart in the other (whether or not
-        some moved a little)."""
+    def same_picture(self) -> bool:
+        return self.verdict == SAME_PICTURE
+
+    @property
+    def aligned(self) -> bool:
+        """One transform, supported by enough keypoints, puts the one picture wholly inside the other."""
         return (
             self.inliers >= MIN_INLIERS
             and len(self.blocks) >= MIN_BLOCKS
             and self.coverage >= MIN_COVERAGE
-            and self.worst_block >= MIN_WORST_BLOCK
             and self.anisotropy <= MAX_ANISOTROPY
         )
+
+    @property
+    def lines_up(self) -> bool:
+        """Aligned, and every part of the contained picture finds its counterpart in the other (whether
+        or not some moved a little)."""
+        return self.aligned and self.worst_block >= MIN_WORST_BLOCK
 
     @property
     def moved(self) -> bool:
@@ -131,10 +139,14 @@ class Registration:
 
     @property
     def verdict(self) -> int:
-        """SAME_PICTURE, ANOTHER_FRAME (it all lines up, but parts moved) or NOT_SHOWN."""
-        if not self.lines_up:
+        """SAME_PICTURE (it all lines up, nothing moved), ANOTHER_FRAME (aligned, most blocks match, but
+        parts moved) or NOT_SHOWN. A block that finds no counterpart (a text overlay, or a thing that moved far) does
+        not make another frame by itself: the motion of the rest must show it."""
+        if not self.aligned:
             return NOT_SHOWN
-        return ANOTHER_FRAME if self.moved else SAME_PICTURE
+        if self.moved and self.typical_block >= MIN_WORST_BLOCK:  # most of it lines up: a wrong fit does not
+            return ANOTHER_FRAME
+        return SAME_PICTURE if self.lines_up else NOT_SHOWN
 
     def describe(self) -> str:
         verdict = {SAME_PICTURE: "the same picture", ANOTHER_FRAME: "another frame of the same scene"}.get(
@@ -193,13 +205,18 @@ def register(a: View, b: View) -> Registration | None:
 
 
 def _register(a: View, b: View) -> Registration | None:
-    transform, inliers = _fit(a.points, a.descriptors, b.points, b.descriptors)
-    # the mirror image only when the picture as it is does not line up (half the keypoint work)
-    mirrored, mirror_inliers = _fit(a.points, a.descriptors, *b.mirrored()) if inliers < MIN_INLIERS else (None, 0)
-    is_mirrored = mirror_inliers > inliers
+    as_it_is = _register_as(a, b, False, *_fit(a.points, a.descriptors, b.points, b.descriptors))
+    if as_it_is is not None and as_it_is.verdict == SAME_PICTURE:
+        return as_it_is
+    # the mirror image only when the picture as it is does not line up (half the keypoint work); a
+    # nearly symmetric picture can line up roughly both ways, and the better of the two stands
+    mirrored = _register_as(a, b, True, *_fit(a.points, a.descriptors, *b.mirrored()))
+    found = [r for r in (as_it_is, mirrored) if r is not None]
+    return max(found, key=lambda r: (r.verdict == SAME_PICTURE, r.aligned, r.typical_block)) if found else None
+
+
+def _register_as(a: View, b: View, is_mirrored: bool, transform, inliers: int) -> Registration | None:
     grey_b = np.ascontiguousarray(b.grey[:, ::-1]) if is_mirrored else b.grey
-    if is_mirrored:
-        transform, inliers = mirrored, mirror_inliers
     if transform is None or inliers < 3 or not np.isfinite(transform).all():
         return None
     singular = np.linalg.svd(transform[:, :2], compute_uv=False)
@@ -234,8 +251,8 @@ def _register(a: View, b: View) -> Registration | None:
     blocks = _block_correlations(*compared(BLUR_SIGMA), valid)
     anisotropy = float(singular[0] / singular[1])
     found = Registration(inliers, is_mirrored, transform, float(covered.mean()), tuple(blocks), anisotropy, None)
-    # motion only matters, and is only measured, where every part found its counterpart
-    return replace(found, motion=_motion(*compared(MOTION_SIGMA), valid)) if found.lines_up else found
+    # motion only matters, and is only measured, where one picture lies wholly inside the other
+    return replace(found, motion=_motion(*compared(MOTION_SIGMA), valid)) if found.aligned else found
 
 
 def _block_correlations(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> list[float]:
@@ -301,16 +318,25 @@ def _motion(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> float | 
             tensors.append(tensor)
     if len(centres) < MIN_MOTION_BLOCKS:
         return None
-    design = np.c_[np.array(centres), np.ones(len(centres))]
     shifts_, tensors_ = np.array(shifts), np.array(tensors)
-    strongest = np.linalg.eigvalsh(tensors_)[:, 1]
+    weights = tensors_ / np.linalg.eigvalsh(tensors_)[:, 1:, None]  # each block's sharpest direction weighs 1
+    roots = _psd_root(weights)  # (n, 2, 2): |roots @ r| is r measured along the pinned-down directions
+    one = np.c_[np.array(centres), np.ones(len(centres))]  # (n, 3): x, y, 1
+    zero = np.zeros_like(one)
+    design = np.stack([np.c_[one, zero], np.c_[zero, one]], axis=1)  # (n, 2, 6): the affine field's rows
+    rows, targets = roots @ design, np.einsum("nij,nj->ni", roots, shifts_)
     fit = np.ones(len(centres), bool)
-    for _ in range(3):
-        coef, *_ = np.linalg.lstsq(design[fit], shifts_[fit], rcond=None)
-        left = shifts_ - design @ coef
-        residual = np.sqrt(np.maximum(np.einsum("ni,nij,nj->n", left, tensors_, left) / strongest, 0.0))
+    for _ in range(3):  # weighted least squares, without the quarter of blocks that fit worst
+        coef, *_ = np.linalg.lstsq(rows[fit].reshape(-1, 6), targets[fit].reshape(-1), rcond=None)
+        residual = np.linalg.norm(targets - rows @ coef, axis=1)
         fit = residual <= np.percentile(residual, 75)
     return _summary(residual)
+
+
+def _psd_root(matrices: np.ndarray) -> np.ndarray:
+    """Square roots of symmetric positive semi-definite (n, 2, 2) matrices."""
+    values, vectors = np.linalg.eigh(matrices)
+    return (vectors * np.sqrt(np.maximum(values, 0.0))[:, None, :]) @ vectors.transpose(0, 2, 1)
 
 
 def _refined(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> np.ndarray:

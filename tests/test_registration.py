@@ -68,6 +68,25 @@ def test_consecutive_frames_are_not_the_same_picture(photo):
     assert found.motion > MAX_MOTION and not found.same_picture  # ...but parts moved against the rest
 
 
+def captioned(im: Image.Image) -> Image.Image:
+    """A copy with a caption box drawn over part of it: one area no longer matches, nothing moved."""
+    from PIL import ImageDraw
+
+    out = im.copy()
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((40, 480, 420, 560), fill=(250, 250, 250))
+    draw.text((60, 500), "HAPPY BIRTHDAY", fill=(200, 0, 0))
+    return out
+
+
+def test_a_captioned_copy_is_never_another_frame(photo):
+    from ndup.registration import ANOTHER_FRAME
+
+    found = register(view(photo), view(captioned(photo)))
+    assert found.aligned and found.motion < MAX_MOTION / 2
+    assert found.verdict != ANOTHER_FRAME
+
+
 def test_registration_is_symmetric_in_which_picture_contains_the_other(photo):
     copy = crop_half(photo)
     one, other = register(view(photo), view(copy)), register(view(copy), view(photo))
