@@ -46,7 +46,8 @@ MIN_COVERAGE = 0.985  # share of the contained picture that lies inside the othe
 MIN_WORST_BLOCK = 0.85  # correlation of the worst-matching block
 MAX_ANISOTROPY = 1.6  # ratio of the transform's two scales (a squeezed resize; not a different view)
 # px at SIDE: the median block displacement no affine field explains (_motion). Copies on that benchmark
-# stay below it in 99.5% of pairs that line up (median 0.014 px); consecutive video frames reach 0.3-0.5.
+# stay below it in 99.5% of pairs that line up (median 0.014 px; benchmarks/motion_threshold.py);
+# consecutive video frames reach 0.3-0.5.
 MAX_MOTION = 0.25
 # The motion measure: finer blocks, lighter smoothing (displacements of a fraction of a pixel must show).
 MOTION_GRID = 8
