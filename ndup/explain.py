@@ -35,9 +35,11 @@ def _register(a: Path, b: Path):
 def _registration_report(found) -> dict | None:
     if found is None:
         return None
+    from ndup.registration import ANOTHER_FRAME
+
     return {
         "same_picture": found.same_picture,
-        "another_frame": found.verdict < 0,
+        "another_frame": found.verdict == ANOTHER_FRAME,
         "motion_px": None if found.motion is None else round(found.motion, 3),
         "matching_keypoints": found.inliers,
         "mirrored": found.mirrored,

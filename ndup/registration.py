@@ -284,9 +284,9 @@ def _motion(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> float | 
     """How far parts of `inner` moved against the rest in `other` (px), beyond one affine transform;
     None when the pictures are too small or too smooth to tell.
 
-    Each block (MOTION_GRID x MOTION_GRID) finds its displacement to a fraction of a pixel: the
-    correlation peak within SLACK of where the transform, refined
-    first (_refined), puts it, refined by a parabola. How sharp that peak is, in each direction,
+    The transform is first refined over the whole picture (_refined). Then each block (MOTION_GRID x
+    MOTION_GRID) finds its displacement to a fraction of a pixel: the correlation peak within SLACK,
+    refined by a parabola. How sharp that peak is, in each direction,
     says how well the block pins its displacement down: a smooth gradient or a flat area not at all, a
     block of parallel lines only across them. Blocks whose peak is blunt in every direction are left
     out. An affine field is fitted to the displacements three times, each time without the quarter that
@@ -297,9 +297,8 @@ def _motion(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> float | 
     grid = MOTION_GRID
     if max(h, w) < MIN_MOTION_SIDE:
         return None
-    slack = SLACK
     other = _refined(inner, other, valid)
-    padded = cv2.copyMakeBorder(other, slack, slack, slack, slack, cv2.BORDER_REPLICATE)
+    padded = cv2.copyMakeBorder(other, SLACK, SLACK, SLACK, SLACK, cv2.BORDER_REPLICATE)
     centres, shifts, tensors = [], [], []
     for i in range(grid):
         for j in range(grid):
@@ -307,13 +306,13 @@ def _motion(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> float | 
             block = inner[y0:y1, x0:x1]
             if not valid[y0:y1, x0:x1].all() or block.std() < FLAT:
                 continue
-            scores = cv2.matchTemplate(padded[y0 : y1 + 2 * slack, x0 : x1 + 2 * slack], block, cv2.TM_CCOEFF_NORMED)
+            scores = cv2.matchTemplate(padded[y0 : y1 + 2 * SLACK, x0 : x1 + 2 * SLACK], block, cv2.TM_CCOEFF_NORMED)
             _, _, _, (px, py) = cv2.minMaxLoc(scores)
             tensor = _sharpness(scores, px, py)
             if np.linalg.eigvalsh(tensor)[1] < MIN_SHARPNESS:
                 continue
-            dx = px - slack + (_vertex(*scores[py, px - 1 : px + 2]) if 0 < px < 2 * slack else 0.0)
-            dy = py - slack + (_vertex(*scores[py - 1 : py + 2, px]) if 0 < py < 2 * slack else 0.0)
+            dx = px - SLACK + (_vertex(*scores[py, px - 1 : px + 2]) if 0 < px < 2 * SLACK else 0.0)
+            dy = py - SLACK + (_vertex(*scores[py - 1 : py + 2, px]) if 0 < py < 2 * SLACK else 0.0)
             centres.append(((x0 + x1) / (2 * w), (y0 + y1) / (2 * h)))
             shifts.append((dx, dy))
             tensors.append(tensor)
@@ -331,7 +330,7 @@ def _motion(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> float | 
         coef, *_ = np.linalg.lstsq(rows[fit].reshape(-1, 6), targets[fit].reshape(-1), rcond=None)
         residual = np.linalg.norm(targets - rows @ coef, axis=1)
         fit = residual <= np.percentile(residual, 75)
-    return _summary(residual)
+    return float(np.median(residual))
 
 
 def _psd_root(matrices: np.ndarray) -> np.ndarray:
@@ -352,10 +351,6 @@ def _refined(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> np.ndar
         return other
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     return cv2.warpAffine(other, correction, other.shape[::-1], flags=flags, borderMode=cv2.BORDER_REPLICATE)
-
-
-def _summary(residual: np.ndarray) -> float:
-    return float(np.median(residual))
 
 
 def _sharpness(scores: np.ndarray, px: int, py: int) -> np.ndarray:
