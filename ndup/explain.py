@@ -42,6 +42,9 @@ def _registration_report(found) -> dict | None:
         "another_frame": found.verdict == ANOTHER_FRAME,
         "motion_px": None if found.motion is None else round(found.motion, 3),
         "matching_keypoints": found.inliers,
+        # smooth pictures are placed by their intensities: ECC correlation, and px a perspective fit moves
+        "intensity_correlation": None if found.intensity is None else round(found.intensity, 4),
+        "perspective_px": None if found.perspective is None else round(found.perspective, 2),
         "mirrored": found.mirrored,
         "contained": round(found.coverage, 4),
         "worst_block": round(found.worst_block, 4),

@@ -4,8 +4,11 @@ The decision unit judges a pair from global evidence (descriptor cosines, hashes
 That evidence cannot tell a crop, a tilt or a border (a copy) from a second capture of the scene (not
 a copy): both look alike everywhere and line up roughly. Registration settles what it leaves open.
 Local features (ORB keypoints, also of the mirror image) are matched and an affine transform is fitted
-with RANSAC; the pictures are resampled into the frame of the one contained in the other, and every
-block of it must match its counterpart (normalised cross-correlation, a few pixels of slack), and no
+with RANSAC; pictures with too few corners for that (smooth wallpapers, gradients, graphics) are placed
+by their intensities instead, a coarse search refined by ECC, and only an affine placement counts: when a
+perspective transform fits markedly better, the viewpoint changed. The pictures are resampled into
+the frame of the one contained in the other, and every block of it must match its counterpart
+(normalised cross-correlation, a few pixels of slack; smaller blocks where most of it is flat), and no
 part may have moved against the rest: each block's displacement is measured to a fraction of a pixel,
 an affine field is fitted to them robustly, and what it leaves (the motion no single transform
 explains) must stay below a quarter of a pixel. A copy passes: its pixels are the original's, moved by
@@ -56,6 +59,19 @@ MIN_MOTION_BLOCKS = 6  # blocks that pin their displacement down, needed to meas
 MIN_MOTION_SIDE = 240  # px: smaller pictures are too coarse to measure a fraction of a pixel
 ECC_STOP = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)  # refining the transform
 MIN_SHARPNESS = 0.01  # correlation lost per px² away from a block's peak, in its sharpest direction
+# Pictures with too few corners for keypoints (flat wallpapers, gradients, graphics) are aligned by their
+# intensities instead: a coarse search over tilt, scale and shift, then ECC.
+FEW_KEYPOINTS = 100  # keypoints in either picture below which the intensity search is tried
+COARSE_SIDE = 96  # px: long side of the coarse search
+COARSE_ANGLES = tuple(range(-18, 19, 3))  # degrees of tilt tried (the edits people make: ±15°)
+COARSE_SCALES = tuple(0.4 * 1.07**i for i in range(15))  # the contained picture's size in the other's (0.4-1.05)
+INTENSITY_TRIES = 2  # best coarse placements refined and checked
+MIN_ECC = 0.95  # correlation of the whole contained picture once ECC has aligned it
+# px at SIDE that the contained picture's corners move when a perspective transform (ECC) replaces the
+# affine one. A copy is one affine transform away (crop, scale, tilt, mirror); a second capture of a smooth
+# scene, seen from elsewhere, is a perspective one. Chosen on the training photos' benchmark (copies
+# mostly under 1.2, second captures 2 and more; benchmarks/accuracy.py).
+MAX_PERSPECTIVE = 1.5
 # What registration shows about a pair (ndup.verify reads these numbers).
 SAME_PICTURE, NOT_SHOWN, ANOTHER_FRAME = 1, 0, -1
 # Views held at once while many pairs are registered (about 0.3 MB each).
@@ -104,6 +120,12 @@ class Registration:
     # px at SIDE that parts moved against the rest; None: not measured (not aligned) or too small or
     # smooth to tell
     motion: float | None
+    # correlation of the contained picture with the other once aligned by intensity (ECC); None when the
+    # transform came from keypoints
+    intensity: float | None = None
+    # px the corners move when perspective is allowed too (intensity fits only; None: not measured or ECC
+    # failed)
+    perspective: float | None = None
 
     @property
     def worst_block(self) -> float:
@@ -119,9 +141,16 @@ class Registration:
 
     @property
     def aligned(self) -> bool:
-        """One transform, supported by enough keypoints, puts the one picture wholly inside the other."""
+        """One transform, supported by enough keypoints (or, for pictures with too few, by their
+        intensities, with no perspective change), puts the one picture wholly inside the other."""
+        if self.intensity is None:
+            supported = self.inliers >= MIN_INLIERS
+        else:
+            supported = (
+                self.intensity >= MIN_ECC and self.perspective is not None and self.perspective <= MAX_PERSPECTIVE
+            )
         return (
-            self.inliers >= MIN_INLIERS
+            supported
             and len(self.blocks) >= MIN_BLOCKS
             and self.coverage >= MIN_COVERAGE
             and self.anisotropy <= MAX_ANISOTROPY
@@ -153,8 +182,14 @@ class Registration:
         verdict = {SAME_PICTURE: "the same picture", ANOTHER_FRAME: "another frame of the same scene"}.get(
             self.verdict, "not shown to be the same picture"
         )
+        support = (
+            f"{self.inliers} matching keypoints"
+            if self.intensity is None
+            else f"aligned by intensity (correlation {self.intensity:.3f}, "
+            + ("perspective not measured)" if self.perspective is None else f"perspective {self.perspective:.1f} px)")
+        )
         return (
-            f"{verdict}: {self.inliers} matching keypoints{' (mirrored)' if self.mirrored else ''}, "
+            f"{verdict}: {support}{' (mirrored)' if self.mirrored else ''}, "
             f"{self.coverage:.0%} contained, worst of {len(self.blocks)} blocks {self.worst_block:.2f}, "
             + ("too small or smooth to measure motion" if self.motion is None else f"parts moved {self.motion:.2f} px")
         )
@@ -213,12 +248,128 @@ def _register(a: View, b: View) -> Registration | None:
     # nearly symmetric picture can line up roughly both ways, and the better of the two stands
     mirrored = _register_as(a, b, True, *_fit(a.points, a.descriptors, *b.mirrored()))
     found = [r for r in (as_it_is, mirrored) if r is not None]
-    return max(found, key=lambda r: (r.verdict == SAME_PICTURE, r.aligned, r.typical_block)) if found else None
+    if not any(r.verdict == SAME_PICTURE for r in found) and min(len(a.points), len(b.points)) < FEW_KEYPOINTS:
+        found += [r for r in (_register_by_intensity(a, b),) if r is not None]
+    return max(found, key=_rank) if found else None
 
 
-def _register_as(a: View, b: View, is_mirrored: bool, transform, inliers: int) -> Registration | None:
+def _rank(r: Registration) -> tuple:
+    return (r.verdict == SAME_PICTURE, r.aligned, r.typical_block)
+
+
+def _register_by_intensity(a: View, b: View) -> Registration | None:
+    """For pictures with too few corners to match keypoints: the best coarse placements of one inside
+    the other (either way round, as it is or mirrored), refined by ECC, then checked like any fit."""
+    starts = []
+    for is_mirrored in (False, True):
+        grey_b = np.ascontiguousarray(b.grey[:, ::-1]) if is_mirrored else b.grey
+        for b_inside in (True, False):
+            inner, other = (grey_b, a.grey) if b_inside else (a.grey, grey_b)
+            placed = _coarse_placement(inner, other)
+            if placed is not None:
+                starts.append((placed[0], is_mirrored, b_inside, inner, other, placed[1]))
+    found = []
+    for _, is_mirrored, b_inside, inner, other, start in sorted(starts, key=lambda s: -s[0])[:INTENSITY_TRIES]:
+        refined = _ecc(inner, other, start)
+        if refined is None:
+            continue
+        correlation, warp = refined  # inner -> other
+        transform = warp if b_inside else cv2.invertAffineTransform(warp)
+        r = _register_as(a, b, is_mirrored, transform, 0, (correlation, _perspective(inner, other, warp)))
+        if r is not None:
+            found.append(r)
+            if r.verdict == SAME_PICTURE:
+                break
+    return max(found, key=_rank) if found else None
+
+
+def _perspective(inner: np.ndarray, other: np.ndarray, warp: np.ndarray) -> float | None:
+    """How far (px) the corners of `inner` move when ECC refines the affine `warp` (inner -> other) into
+    a perspective transform; None when it does not converge."""
+    start = np.vstack([warp, [0, 0, 1]]).astype(np.float32)
+    try:
+        _, homography = cv2.findTransformECC(
+            *map(_smoothed, (inner, other)), start.copy(), cv2.MOTION_HOMOGRAPHY, ECC_STOP, None, 5
+        )
+    except cv2.error:
+        return None
+    h, w = inner.shape
+    corners = np.array([[0, w, w, 0], [0, 0, h, h], [1, 1, 1, 1]], np.float64)
+    projected = homography @ corners
+    if np.any(projected[2] <= 1e-6):
+        return None
+    return float(np.abs((start @ corners)[:2] - projected[:2] / projected[2]).max())
+
+
+def _coarse_placement(inner: np.ndarray, other: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """Where `inner` best lies in `other`, by normalised cross-correlation over COARSE_ANGLES x
+    COARSE_SCALES at COARSE_SIDE px: (its score, a 2x3 affine from inner to other pixels at SIDE); None
+    when it fits nowhere."""
+    k = COARSE_SIDE / SIDE
+
+    def small(g: np.ndarray) -> np.ndarray:
+        size = (max(1, round(g.shape[1] * k)), max(1, round(g.shape[0] * k)))
+        return cv2.GaussianBlur(cv2.resize(g, size, interpolation=cv2.INTER_AREA).astype(np.float32), (0, 0), 1.0)
+
+    si, so = small(inner), small(other)
+    (hi, wi), (ho, wo) = si.shape, so.shape
+    templates = []
+    for scale in COARSE_SCALES:
+        size = (round(wi * scale), round(hi * scale))
+        if min(size) >= 8 and size[0] <= wo and size[1] <= ho:
+            template = cv2.resize(si, size, interpolation=cv2.INTER_AREA)
+            if template.std() >= 1e-3:  # a flat template correlates with nothing
+                templates.append((scale, template))
+    best = (-2.0, None)
+    for angle in COARSE_ANGLES:
+        turn = cv2.getRotationMatrix2D((wo / 2, ho / 2), angle, 1.0)
+        turned = cv2.warpAffine(so, turn, (wo, ho), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for scale, template in templates:
+            scores = cv2.matchTemplate(turned, template, cv2.TM_CCOEFF_NORMED)
+            _, score, _, (x, y) = cv2.minMaxLoc(scores)
+            if score > best[0]:
+                best = (score, (angle, scale, x, y, turn))
+    if best[1] is None:
+        return None
+    angle, scale, x, y, turn = best[1]
+    # inner (SIDE) -> small inner -> template (scale) -> turned other (+x, +y) -> small other -> other (SIDE)
+    to_turned = np.array([[scale * k, 0, x], [0, scale * k, y], [0, 0, 1]])
+    from_turned = np.linalg.inv(np.vstack([turn, [0, 0, 1]]))
+    return best[0], (np.diag([1 / k, 1 / k, 1]) @ from_turned @ to_turned)[:2].astype(np.float32)
+
+
+def _ecc(inner: np.ndarray, other: np.ndarray, start: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """ECC from `start` (inner -> other) at a quarter, a half, then full size: (correlation, refined
+    transform); None when it does not converge."""
+    warp = start.copy()
+    try:
+        for factor in (0.25, 0.5, 1.0):
+            scaled = warp.copy()
+            scaled[:, 2] *= factor
+            small = [_smoothed(g, factor) for g in (inner, other)]
+            correlation, scaled = cv2.findTransformECC(*small, scaled, cv2.MOTION_AFFINE, ECC_STOP, None, 5)
+            warp = scaled.copy()
+            warp[:, 2] /= factor
+    except cv2.error:
+        return None
+    return float(correlation), warp
+
+
+def _smoothed(grey: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """`grey` resized by `factor` and smoothed, as float32 (what ECC compares)."""
+    if factor != 1.0:
+        size = (max(1, round(grey.shape[1] * factor)), max(1, round(grey.shape[0] * factor)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.5)
+
+
+def _register_as(
+    a: View, b: View, is_mirrored: bool, transform, inliers: int, by_intensity: tuple | None = None
+) -> Registration | None:
+    """`b` placed in `a` by `transform`, checked block by block. `by_intensity`: (ECC correlation,
+    perspective px) when the transform came from intensities rather than `inliers` keypoints."""
     grey_b = np.ascontiguousarray(b.grey[:, ::-1]) if is_mirrored else b.grey
-    if transform is None or inliers < 3 or not np.isfinite(transform).all():
+    if transform is None or (inliers < 3 and by_intensity is None) or not np.isfinite(transform).all():
         return None
     singular = np.linalg.svd(transform[:, :2], compute_uv=False)
     if singular[1] < 1e-6:
@@ -249,24 +400,30 @@ def _register_as(a: View, b: View, is_mirrored: bool, transform, inliers: int) -
         m = MARGIN
         return inner[m:-m, m:-m], other[m:-m, m:-m]
 
-    blocks = _block_correlations(*compared(BLUR_SIGMA), valid)
+    pictures = compared(BLUR_SIGMA)
+    blocks = _block_correlations(*pictures, valid, GRID)
+    if len(blocks) < MIN_BLOCKS:  # mostly flat: smaller blocks find the detail there is
+        blocks = _block_correlations(*pictures, valid, 2 * GRID)
     anisotropy = float(singular[0] / singular[1])
-    found = Registration(inliers, is_mirrored, transform, float(covered.mean()), tuple(blocks), anisotropy, None)
+    intensity, perspective = by_intensity or (None, None)
+    found = Registration(
+        inliers, is_mirrored, transform, float(covered.mean()), tuple(blocks), anisotropy, None, intensity, perspective
+    )
     # motion only matters, and is only measured, where one picture lies wholly inside the other
     return replace(found, motion=_motion(*compared(MOTION_SIGMA), valid)) if found.aligned else found
 
 
-def _block_correlations(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> list[float]:
-    """Per block of `inner` (GRID x GRID), the best correlation with `other` within SLACK px; blocks
+def _block_correlations(inner: np.ndarray, other: np.ndarray, valid: np.ndarray, grid: int) -> list[float]:
+    """Per block of `inner` (grid x grid), the best correlation with `other` within SLACK px; blocks
     not wholly covered, or flat in both, are left out."""
     h, w = inner.shape
-    if h < GRID * 4 or w < GRID * 4:
+    if h < grid * 4 or w < grid * 4:
         return []
     padded = cv2.copyMakeBorder(other, SLACK, SLACK, SLACK, SLACK, cv2.BORDER_REPLICATE)
     out = []
-    for i in range(GRID):
-        for j in range(GRID):
-            y0, y1, x0, x1 = i * h // GRID, (i + 1) * h // GRID, j * w // GRID, (j + 1) * w // GRID
+    for i in range(grid):
+        for j in range(grid):
+            y0, y1, x0, x1 = i * h // grid, (i + 1) * h // grid, j * w // grid, (j + 1) * w // grid
             if not valid[y0:y1, x0:x1].all():
                 continue
             block, counterpart = inner[y0:y1, x0:x1], other[y0:y1, x0:x1]

@@ -41,7 +41,7 @@ NOT_CHECKED = -1.0
 SIMILAR_MIN_STRUCTURE = 0.8
 CLASSES = ("different", "similar", "copy")
 # Names what ndup.registration decides, for the pair-verdict cache: bump it when its verdicts change.
-REGISTRATION = "registration-3"
+REGISTRATION = "registration-4"
 # Pairs registered: not copies by the evidence, but at least this likely the same scene. Calibrated
 # probabilities: on the held-out benchmark, 0.1 sends 4% more pairs than 0.5 (the "similar" line)
 # and 235 more real copies, which the unit had put far below that line (crops of half the area).

@@ -7,7 +7,7 @@ import pytest
 from imagegen import synthetic_photo
 from PIL import Image, ImageOps
 
-from ndup.registration import MAX_MOTION, MIN_WORST_BLOCK, prepare, register
+from ndup.registration import FEW_KEYPOINTS, MAX_MOTION, MIN_WORST_BLOCK, prepare, register
 
 
 def view(im: Image.Image):
@@ -120,6 +120,55 @@ def test_flat_pictures_are_never_called_the_same_picture():
     flat = Image.new("RGB", (640, 480), (90, 90, 90))
     found = register(view(flat), view(flat.crop((0, 0, 400, 300))))
     assert found is None or not found.same_picture
+
+
+@pytest.fixture(scope="module")
+def wallpaper() -> Image.Image:
+    """A smooth graphic: colour gradients cut by a few soft curved bands, almost no corners for keypoints."""
+    h, w = 540, 960
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    picture = np.stack([120 + 80 * x / w, 60 + 60 * y / h, 150 - 50 * (x + y) / (w + h)], axis=-1)
+    for cx, cy, r, shade in [(250, 700, 520, 55), (900, -150, 480, -45), (-100, 100, 300, 35)]:
+        inside = 1 / (1 + np.exp(np.clip((np.hypot(x - cx, y - cy) - r) / 1.5, -50, 50)))  # a soft edge
+        picture += shade * inside[..., None]
+    return Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8))
+
+
+def smooth_tilt(im: Image.Image) -> Image.Image:
+    """Tilted by 9 degrees and cropped to what stays inside the frame (what a photo editor does)."""
+    w, h = im.size
+    turned = im.rotate(9, resample=Image.BICUBIC)
+    return turned.crop((int(w * 0.16), int(h * 0.16), int(w * 0.84), int(h * 0.84)))
+
+
+def perspective_capture(im: Image.Image) -> Image.Image:
+    """The same smooth scene from a moved viewpoint: a perspective change, cropped to the frame."""
+    w, h = im.size
+    src = [(0, 0), (w, 0), (w, h), (0, h)]
+    dst = [(0.05 * w, 0.02 * h), (0.97 * w, 0.06 * h), (w, h), (0.02 * w, 0.93 * h)]
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(src, dst):
+        rows += [[u, v, 1, 0, 0, 0, -x * u, -x * v], [0, 0, 0, u, v, 1, -y * u, -y * v]]
+        rhs += [x, y]
+    coeffs = np.linalg.solve(np.array(rows, float), np.array(rhs, float))
+    shot = im.transform((w, h), Image.PERSPECTIVE, tuple(coeffs), Image.BICUBIC)
+    return shot.crop((int(w * 0.1), int(h * 0.1), int(w * 0.9), int(h * 0.9)))
+
+
+def test_a_smooth_picture_has_too_few_corners_for_keypoints(wallpaper):
+    assert len(view(wallpaper).points) < FEW_KEYPOINTS
+
+
+@pytest.mark.parametrize("edit", [crop_half, smooth_tilt, framed], ids=lambda f: f.__name__)
+def test_a_copy_of_a_smooth_picture_lines_up_by_its_intensities(wallpaper, edit):
+    found = register(view(wallpaper), view(edit(wallpaper)))
+    assert found is not None and found.same_picture, found and found.describe()
+    assert found.intensity is not None and "aligned by intensity" in found.describe()
+
+
+def test_a_smooth_scene_seen_from_elsewhere_is_not_the_same_picture(wallpaper):
+    found = register(view(wallpaper), view(perspective_capture(wallpaper)))
+    assert found is None or not found.same_picture, found.describe()
 
 
 def test_a_scan_groups_a_half_crop_with_its_original_but_not_a_second_capture_or_the_next_frame(photo, tmp_path):
