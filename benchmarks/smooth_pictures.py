@@ -9,7 +9,8 @@ Pairs, among the files with fewer than `ndup.registration.FEW_KEYPOINTS` keypoin
 against every copy of it, and every file of a scene against each of the scene's second captures when
 either is keypoint-poor. Each pair is registered twice, with the intensity path off and on
 (`ndup.registration.register`), and the script prints how many are called the same picture, and the
-time each way.
+time each way; then, for the pairs placed by intensity, how far a perspective fit moves the corners
+(what `MAX_PERSPECTIVE` was chosen from).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 from ndup import registration
 from ndup.scan import registration_view
@@ -58,9 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(apart)} second-capture pairs"
     )
 
-    def same(pair) -> bool:
+    shifts: dict[str, list[float]] = {"copies": [], "second captures": []}
+
+    def same(pair, kind: str = "") -> bool:
         a, b = views[pair[0]], views[pair[1]]
         found = None if a is None or b is None else registration.register(a, b)
+        if kind and found is not None and found.perspective is not None:
+            shifts[kind].append(found.perspective)
         return found is not None and found.same_picture
 
     few = registration.FEW_KEYPOINTS
@@ -70,10 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         registration.FEW_KEYPOINTS = threshold
         started = time.monotonic()
         with ThreadPoolExecutor(args.threads) as pool:
-            hits = sum(pool.map(same, copies))
-            wrong = sum(pool.map(same, apart))
+            hits = sum(pool.map(same, copies, ["copies" if threshold else ""] * len(copies)))
+            wrong = sum(pool.map(same, apart, ["second captures" if threshold else ""] * len(apart)))
         print(f"| {label} | {hits}/{len(copies)} | {wrong}/{len(apart)} | {time.monotonic() - started:.0f} |")
     registration.FEW_KEYPOINTS = few
+    limit = registration.MAX_PERSPECTIVE
+    for kind, values in shifts.items():
+        v = np.array(values)
+        pct = " ".join(f"{x:.1f}" for x in np.percentile(v, [0, 10, 50, 90, 100])) if len(v) else "-"
+        print(
+            f"{kind} placed by intensity: {len(v)}; perspective corner shift (px) at percentiles "
+            f"0/10/50/90/100: {pct}; at most {limit} px: {int((v <= limit).sum())}"
+        )
     return 0
 
 

@@ -69,8 +69,8 @@ INTENSITY_TRIES = 2  # best coarse placements refined and checked
 MIN_ECC = 0.95  # correlation of the whole contained picture once ECC has aligned it
 # px at SIDE that the contained picture's corners move when a perspective transform (ECC) replaces the
 # affine one. A copy is one affine transform away (crop, scale, tilt, mirror); a second capture of a smooth
-# scene, seen from elsewhere, is a perspective one. Chosen on the training photos' benchmark (copies
-# mostly under 1.2, second captures 2 and more; benchmarks/accuracy.py).
+# scene, seen from elsewhere, is a perspective one. Chosen on the training photos' benchmark
+# (benchmarks/smooth_pictures.py prints the corner shifts of copies and of second captures).
 MAX_PERSPECTIVE = 1.5
 # What registration shows about a pair (ndup.verify reads these numbers).
 SAME_PICTURE, NOT_SHOWN, ANOTHER_FRAME = 1, 0, -1
@@ -306,12 +306,7 @@ def _coarse_placement(inner: np.ndarray, other: np.ndarray) -> tuple[float, np.n
     COARSE_SCALES at COARSE_SIDE px: (its score, a 2x3 affine from inner to other pixels at SIDE); None
     when it fits nowhere."""
     k = COARSE_SIDE / SIDE
-
-    def small(g: np.ndarray) -> np.ndarray:
-        size = (max(1, round(g.shape[1] * k)), max(1, round(g.shape[0] * k)))
-        return cv2.GaussianBlur(cv2.resize(g, size, interpolation=cv2.INTER_AREA).astype(np.float32), (0, 0), 1.0)
-
-    si, so = small(inner), small(other)
+    si, so = _smoothed(inner, k, sigma=1.0), _smoothed(other, k, sigma=1.0)
     (hi, wi), (ho, wo) = si.shape, so.shape
     templates = []
     for scale in COARSE_SCALES:
@@ -355,12 +350,12 @@ def _ecc(inner: np.ndarray, other: np.ndarray, start: np.ndarray) -> tuple[float
     return float(correlation), warp
 
 
-def _smoothed(grey: np.ndarray, factor: float = 1.0) -> np.ndarray:
-    """`grey` resized by `factor` and smoothed, as float32 (what ECC compares)."""
+def _smoothed(grey: np.ndarray, factor: float = 1.0, sigma: float = 1.5) -> np.ndarray:
+    """`grey` resized by `factor` and smoothed, as float32 (what ECC and the coarse search compare)."""
     if factor != 1.0:
         size = (max(1, round(grey.shape[1] * factor)), max(1, round(grey.shape[0] * factor)))
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-    return cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.5)
+    return cv2.GaussianBlur(grey.astype(np.float32), (0, 0), sigma)
 
 
 def _register_as(
