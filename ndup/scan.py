@@ -318,6 +318,7 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
             lambda h: store.thumbnail(h, model_id),
             index=index,
             pair_cache=pairs,
+            progress=progress,
         )
         match_cache.save(last_match, key, clusters)
         counts.extra["pairs"] = {"reused": pairs.reused, "verified": pairs.verified}
@@ -443,6 +444,7 @@ def match(
     thumbnail: Callable[[str], bytes | None] | None = None,
     index: neighbors.IndexFile | None = None,
     pair_cache: PairCache | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list, list[PairVerdict]]:
     """Candidate pairs (kNN + hash buckets) -> verdicts -> clusters.
 
@@ -475,14 +477,20 @@ def match(
     def verify(sub: np.ndarray) -> list[PairVerdict]:
         return verifier.verdicts(inputs, sub)
 
+    progress = progress or Progress()
+    pair_cache = pair_cache or PairCache(None, "")
+
+    def verdicts_of(pairs: np.ndarray, stage: str, save: bool) -> list[PairVerdict]:
+        return pair_cache.verdicts(
+            hashes, pairs, verify, save=save, on_start=lambda n: progress.stage(stage, total=n),
+            on_verified=progress.advance,
+        )  # fmt: skip
+
     # pairs verified by an earlier scan keep their verdicts (pair_cache); only new pairs are verified
-    verdicts = verify(pairs) if pair_cache is None else pair_cache.verdicts(hashes, pairs, verify, save=False)
+    verdicts = verdicts_of(pairs, "Verifying pairs", save=False)
     # then every pair inside each scene the candidates found, so that groups rest on verified links
     extra = np.array(unverified_scene_pairs(verdicts, SCENE_PAIRS_MAX_IMAGES), dtype=np.int64).reshape(-1, 2)
-    if pair_cache is None:
-        verdicts += verify(extra) if len(extra) else []
-    else:
-        verdicts = pair_cache.verdicts(hashes, np.concatenate([pairs, extra]), verify)
+    verdicts = verdicts_of(np.concatenate([pairs, extra]), "Verifying pairs within groups", save=True)
     # bursts (same camera, seconds apart) become similar pairs; RAW+JPEG pairs of one capture never match
     verdicts = apply_captures(
         images, vectors, verdicts, burst_seconds=settings.burst_seconds, burst_similarity=settings.burst_similarity

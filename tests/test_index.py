@@ -239,6 +239,41 @@ def test_a_rescan_reuses_the_verdicts_of_unchanged_pairs(tmp_path):
     assert stub_scan(lib, db).summary["pairs"]["reused"] == 0
 
 
+class Stages(Progress):
+    def __init__(self):
+        self.stages = []
+
+    def stage(self, name, total=None):
+        self.stages.append((name, total))
+
+
+def test_a_rescan_verifies_nothing_again_not_even_the_pairs_within_groups(tmp_path, monkeypatch):
+    """With 2 neighbours (and no hash buckets), six copies of one photo are linked by the candidate
+    search only in part; the rest of their pairs are verified as pairs within a group. A rescan must
+    reuse both kinds."""
+    monkeypatch.setattr(neighbors, "near_hash_pairs", lambda hashes, bits: set())
+    lib, db = tmp_path / "lib", tmp_path / "ndup.db"
+    base = photo(650, 320, 240)
+    for q in range(6):
+        save(base, lib / f"copy{q}.jpg", quality=60 + 7 * q)
+    for i in range(3):
+        save(photo(660 + i, 320, 240), lib / f"other{i}.jpg", quality=90)
+    settings = ScanSettings(roots=(lib,), db_path=db, workers=1, variant="multilayer", neighbors=2)
+    seen = Stages()
+    first = run_scan(settings, seen, embedder_factory=lambda s: StubEmbedder())
+    names = [name for name, _ in seen.stages]
+    assert "Verifying pairs" in names and "Verifying pairs within groups" in names
+    assert (
+        sum(total for name, total in seen.stages if name.startswith("Verifying")) == first.summary["pairs"]["verified"]
+    )
+    assert [len(g.members) for g in first.groups] == [6]
+    match_path(db).unlink()
+    seen = Stages()
+    again = run_scan(settings, seen, embedder_factory=lambda s: StubEmbedder())
+    assert again.summary["pairs"] == {"reused": first.summary["pairs"]["verified"], "verified": 0}
+    assert not [name for name, _ in seen.stages if name.startswith("Verifying")]
+
+
 def test_a_rescan_of_an_unchanged_library_reuses_the_last_match_and_any_change_matches_again(tmp_path):
     lib, db = tmp_path / "lib", tmp_path / "ndup.db"
     for i in range(4):
