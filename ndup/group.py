@@ -1,9 +1,10 @@
 """Verified pairs -> groups. Pure: no I/O, no outside libraries.
 
 Weak links must not chain unrelated photos together: A~B and B~C does not put A and C in one group
-unless they match each other too. Groups are grown around a centre that matches every member; the
-keeper (the policy's favourite) must match at least half of the group, and every other member must
-match the keeper directly or most of the other members.
+unless they match each other too. Groups are grown around a centre (the file with the most links) and
+its links; the keeper (the policy's favourite) must match at least half of the group, brings in the
+files it matches itself, and every other member must match the keeper directly or most of the other
+members.
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ def cluster_edges(edges: Iterable[tuple[int, int, float]], rank: Callable[[int],
                 # The policy's favourite matches too little of this group to anchor it. It stays out
                 # (undeleted), so no file is ever deleted in favour of one the policy ranks lower.
                 cluster.discard(keeper)
+            # Copies verified against the keeper itself but not against the centre belong here too
+            # (a tilted or cropped copy the centre, itself an edited copy, was not shown to match);
+            # only those the policy ranks below the keeper, so none is deleted in favour of a lesser file.
+            cluster |= {m for m in adj[keeper] if m in remaining and rank(m) > rank(keeper)}
             members = {n for n in cluster if _belongs(n, keeper, cluster, adj)}
             if len(members) < 2:
                 remaining.discard(center)

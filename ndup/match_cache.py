@@ -19,7 +19,7 @@ from pathlib import Path
 from ndup.group import Cluster
 from ndup.records import ImageRecord
 
-MATCH_VERSION = 1  # bump when matching or grouping code changes what it returns
+MATCH_VERSION = 2  # bump when matching or grouping code changes what it returns
 
 
 def match_path(db_path: Path) -> Path:

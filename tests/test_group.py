@@ -50,6 +50,19 @@ def test_a_favourite_that_matches_too_little_is_left_out_not_deleted():
     assert c.keeper == 0 and set(c.members) == {0, 1, 2, 3}
 
 
+def test_copies_that_match_only_the_keeper_join_its_group():
+    # 0 is the centre (the most, and strongest, links); 1 is the policy's favourite and matches 0, 2
+    # and 3; 5 matches only 1 (a tilted copy that the centre, itself an edited copy, was not shown to
+    # match), and so does 4, which the policy ranks above 1: 5 joins the group, 4 stays out (nothing is
+    # deleted in favour of a file ranked lower). 6 and 7 match only the centre and stay out as before.
+    edges = [(0, m, 0.95) for m in (1, 2, 3, 6, 7)] + [(1, m, 0.9) for m in (2, 3, 4, 5)]
+    order = {4: 0, 1: 1, 0: 2, 2: 3, 3: 4, 5: 5, 6: 6, 7: 7}
+    clusters = cluster_edges(edges, rank=order.__getitem__, tier="copy")
+    assert (clusters[0].keeper, set(clusters[0].members)) == (1, {0, 1, 2, 3, 5})
+    assert clusters[0].scores[clusters[0].members.index(5)] == 0.9
+    assert not any(4 in c.members for c in clusters)
+
+
 def test_exact_tier_needs_identical_bytes_and_similar_groups_join_keepers():
     hashes = ["h0", "h0", "h2", "h3", "h4"]
     verdicts = [v(0, 1, "exact", 1.0), v(2, 3, "copy", 0.9), v(1, 4, "similar", 0.7), v(3, 4, "similar", 0.6)]
@@ -89,6 +102,7 @@ def naive_cluster_edges(edges, rank, tier):
                 # The policy's favourite matches too little of this group to anchor it. It stays out
                 # (undeleted), so no file is ever deleted in favour of one the policy ranks lower.
                 cluster.discard(keeper)
+            cluster |= {m for m in adj[keeper] if m in remaining and rank(m) > rank(keeper)}
             members = {n for n in cluster if _belongs(n, keeper, cluster, adj)}
             if len(members) < 2:
                 remaining.discard(center)
