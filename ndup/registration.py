@@ -416,20 +416,25 @@ def _block_correlations(inner: np.ndarray, other: np.ndarray, valid: np.ndarray,
         return []
     padded = cv2.copyMakeBorder(other, SLACK, SLACK, SLACK, SLACK, cv2.BORDER_REPLICATE)
     out = []
-    for i in range(grid):
-        for j in range(grid):
-            y0, y1, x0, x1 = i * h // grid, (i + 1) * h // grid, j * w // grid, (j + 1) * w // grid
-            if not valid[y0:y1, x0:x1].all():
-                continue
-            block, counterpart = inner[y0:y1, x0:x1], other[y0:y1, x0:x1]
-            if block.std() < FLAT and counterpart.std() < FLAT:
-                continue
-            if block.std() < 1.0:  # flat here, textured there: something is in one and not the other
-                out.append(0.0)
-                continue
-            window = padded[y0 : y1 + 2 * SLACK, x0 : x1 + 2 * SLACK]
-            out.append(float(cv2.matchTemplate(window, block, cv2.TM_CCOEFF_NORMED).max()))
+    for y0, y1, x0, x1 in _grid(h, w, grid):
+        if not valid[y0:y1, x0:x1].all():
+            continue
+        block, counterpart = inner[y0:y1, x0:x1], other[y0:y1, x0:x1]
+        if block.std() < FLAT and counterpart.std() < FLAT:
+            continue
+        if block.std() < 1.0:  # flat here, textured there: something is in one and not the other
+            out.append(0.0)
+            continue
+        window = padded[y0 : y1 + 2 * SLACK, x0 : x1 + 2 * SLACK]
+        out.append(float(cv2.matchTemplate(window, block, cv2.TM_CCOEFF_NORMED).max()))
     return out
+
+
+def _grid(h: int, w: int, n: int):
+    """The (y0, y1, x0, x1) bounds of the n x n blocks of an h x w picture, row by row."""
+    for i in range(n):
+        for j in range(n):
+            yield i * h // n, (i + 1) * h // n, j * w // n, (j + 1) * w // n
 
 
 def _motion(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> float | None:
@@ -446,28 +451,25 @@ def _motion(inner: np.ndarray, other: np.ndarray, valid: np.ndarray) -> float | 
     counts along the directions its peak is sharp in, and the median is returned: a copy's blocks agree
     to a tenth of a pixel or so; frames a moment apart do not."""
     h, w = inner.shape
-    grid = MOTION_GRID
     if max(h, w) < MIN_MOTION_SIDE:
         return None
     other = _refined(inner, other, valid)
     padded = cv2.copyMakeBorder(other, SLACK, SLACK, SLACK, SLACK, cv2.BORDER_REPLICATE)
     centres, shifts, tensors = [], [], []
-    for i in range(grid):
-        for j in range(grid):
-            y0, y1, x0, x1 = i * h // grid, (i + 1) * h // grid, j * w // grid, (j + 1) * w // grid
-            block = inner[y0:y1, x0:x1]
-            if not valid[y0:y1, x0:x1].all() or block.std() < FLAT:
-                continue
-            scores = cv2.matchTemplate(padded[y0 : y1 + 2 * SLACK, x0 : x1 + 2 * SLACK], block, cv2.TM_CCOEFF_NORMED)
-            _, _, _, (px, py) = cv2.minMaxLoc(scores)
-            tensor = _sharpness(scores, px, py)
-            if np.linalg.eigvalsh(tensor)[1] < MIN_SHARPNESS:
-                continue
-            dx = px - SLACK + (_vertex(*scores[py, px - 1 : px + 2]) if 0 < px < 2 * SLACK else 0.0)
-            dy = py - SLACK + (_vertex(*scores[py - 1 : py + 2, px]) if 0 < py < 2 * SLACK else 0.0)
-            centres.append(((x0 + x1) / (2 * w), (y0 + y1) / (2 * h)))
-            shifts.append((dx, dy))
-            tensors.append(tensor)
+    for y0, y1, x0, x1 in _grid(h, w, MOTION_GRID):
+        block = inner[y0:y1, x0:x1]
+        if not valid[y0:y1, x0:x1].all() or block.std() < FLAT:
+            continue
+        scores = cv2.matchTemplate(padded[y0 : y1 + 2 * SLACK, x0 : x1 + 2 * SLACK], block, cv2.TM_CCOEFF_NORMED)
+        _, _, _, (px, py) = cv2.minMaxLoc(scores)
+        tensor = _sharpness(scores, px, py)
+        if np.linalg.eigvalsh(tensor)[1] < MIN_SHARPNESS:
+            continue
+        dx = px - SLACK + (_vertex(*scores[py, px - 1 : px + 2]) if 0 < px < 2 * SLACK else 0.0)
+        dy = py - SLACK + (_vertex(*scores[py - 1 : py + 2, px]) if 0 < py < 2 * SLACK else 0.0)
+        centres.append(((x0 + x1) / (2 * w), (y0 + y1) / (2 * h)))
+        shifts.append((dx, dy))
+        tensors.append(tensor)
     if len(centres) < MIN_MOTION_BLOCKS:
         return None
     shifts_, tensors_ = np.array(shifts), np.array(tensors)
