@@ -25,6 +25,7 @@ Each threshold variant gets the threshold that maximises F1 on the same benchmar
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -44,7 +45,8 @@ from edits import EDITS, EDITS_VERSION, save_edit, similar_shot
 from ndup.config import ScanSettings
 from ndup.evaluate import Metrics, evaluate, predicted_pairs
 from ndup.model.spec import SHIPPED_WEIGHTS
-from ndup.scan import run_scan
+from ndup.pair_cache import PairCache
+from ndup.scan import pairs_path, run_scan, verifier_id
 
 VARIANTS = ("phash", "backbone", "multilayer", "aligned", "unit", "full")
 GEOMETRIC = ("crop75", "crop50", "rot90", "rot180", "rot270", "mirror", "mirror_rot90", "rot_small", "exif_rotated")
@@ -166,13 +168,33 @@ def cache_db(work: Path, split: str, variant: str) -> Path:
     return work / f"{split}-{'full' if variant in ('aligned', 'unit') else variant}.db"
 
 
+def _verifier_pairs(db: Path, verifier: str) -> Path:
+    """Where one verifier's remembered pair verdicts wait while other variants use the shared cache."""
+    return Path(f"{pairs_path(db)}.{hashlib.sha256(verifier.encode()).hexdigest()[:12]}")
+
+
+def _set_aside(db: Path) -> None:
+    """Move the cache's pair verdicts to their verifier's own file (they hold one verifier's at a time)."""
+    shared = pairs_path(db)
+    try:
+        with np.load(shared, allow_pickle=False) as z:
+            verifier = str(z["verifier"])
+    except Exception:  # none, or damaged: nothing worth keeping
+        return
+    os.replace(shared, _verifier_pairs(db, verifier))
+
+
 def run_variant(folder: Path, db: Path, variant: str, threshold: float | None, weights: Path | None):
+    """One scan of `folder` at these settings. Variants that share a cache (and the thresholds tried)
+    each keep their own pair verdicts, so running the whole table again re-verifies nothing."""
     captured: dict = {}
     started = time.monotonic()
-    plan = run_scan(
-        ScanSettings(roots=(folder,), db_path=db, variant=variant, threshold=threshold, weights=weights),
-        on_matched=lambda images, verdicts: captured.update(images=images, verdicts=verdicts),
-    )
+    settings = ScanSettings(roots=(folder,), db_path=db, variant=variant, threshold=threshold, weights=weights)
+    _set_aside(db)
+    own = _verifier_pairs(db, PairCache(None, verifier_id(settings)).verifier_id)
+    if own.exists():
+        os.replace(own, pairs_path(db))
+    plan = run_scan(settings, on_matched=lambda images, verdicts: captured.update(images=images, verdicts=verdicts))
     images = captured.get("images", [])
     scores = {}
     for v in captured.get("verdicts", []):
@@ -212,7 +234,7 @@ def false_matches_by_photo(plan, bench: dict) -> list[tuple[tuple[str, str], int
     for a, b in predicted_pairs(plan):
         if a in truth and b in truth and (a, b) not in right:
             counts[tuple(sorted((truth[a], truth[b])))] += 1
-    return counts.most_common()
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))  # ties by name: the same text every run
 
 
 def best_threshold(scores: dict, bench: dict, variant: str) -> float:
