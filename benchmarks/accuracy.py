@@ -45,7 +45,7 @@ from edits import EDITS, EDITS_VERSION, save_edit, similar_shot
 from ndup.config import ScanSettings
 from ndup.evaluate import Metrics, evaluate, predicted_pairs
 from ndup.model.spec import SHIPPED_WEIGHTS
-from ndup.pair_cache import PairCache
+from ndup.pair_cache import stored_verifier
 from ndup.scan import pairs_path, run_scan, verifier_id
 
 VARIANTS = ("phash", "backbone", "multilayer", "aligned", "unit", "full")
@@ -191,7 +191,7 @@ def run_variant(folder: Path, db: Path, variant: str, threshold: float | None, w
     started = time.monotonic()
     settings = ScanSettings(roots=(folder,), db_path=db, variant=variant, threshold=threshold, weights=weights)
     _set_aside(db)
-    own = _verifier_pairs(db, PairCache(None, verifier_id(settings)).verifier_id)
+    own = _verifier_pairs(db, stored_verifier(verifier_id(settings)))
     if own.exists():
         os.replace(own, pairs_path(db))
     plan = run_scan(settings, on_matched=lambda images, verdicts: captured.update(images=images, verdicts=verdicts))

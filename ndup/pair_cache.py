@@ -93,12 +93,17 @@ class _Table:
         return found, tier, score, sim
 
 
+def stored_verifier(verifier_id: str) -> str:
+    """What a pair file records as its verifier: the scan's verifier id and this module's version."""
+    return f"{PAIR_CACHE_VERSION}|{verifier_id}"
+
+
 class PairCache:
     """`path` None: verdicts are only remembered for the life of this object."""
 
     def __init__(self, path: Path | None, verifier_id: str, checkpoint_seconds: float = CHECKPOINT_SECONDS):
         self.path = None if path is None else Path(path)
-        self.verifier_id = f"{PAIR_CACHE_VERSION}|{verifier_id}"
+        self.verifier_id = stored_verifier(verifier_id)
         self.checkpoint_seconds = checkpoint_seconds
         self.reused = 0
         self.verified = 0
