@@ -1,17 +1,25 @@
 """CPU (or GPU) cost per image of the full model against the plain backbone, measured in one run.
 
     python benchmarks/model_cost.py [--photos ../shared/photos] [--device cpu] [--rounds 5]
+    python benchmarks/model_cost.py --heap-runs 3        # the glibc heap setting (ndup.heap) on and off
 
 Both models embed the same batches of real photos (decoded as a scan decodes them), alternating
 round by round so that machine noise hits both alike; the report is the ratio of the medians.
 The full model's cost depends on how many images get a second orientation hypothesis, so that
-share is reported too.
+share is reported too, with the page faults and system time per image of the full model.
+
+`--heap-runs N` measures instead what `ndup.heap.keep_freed_memory` saves: the full model in N
+subprocesses with it and N without (`--plain-heap`), alternating, and the ratio of the medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,27 +51,65 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--plain-heap", action="store_true", help="leave glibc's malloc as it is (ndup.heap)")
+    p.add_argument("--heap-runs", type=int, default=0, help="compare the heap setting on and off, N runs each")
     args = p.parse_args(argv)
+    if args.heap_runs:
+        return compare_heap(args)
+    if args.plain_heap:
+        import ndup.model.embed
+
+        ndup.model.embed.keep_freed_memory = lambda: False
     pixels, aspects = load_batch(args.photos, args.batch)
     models = {"backbone": Embedder(args.device, None, "backbone"), "full": Embedder(args.device, args.weights, "full")}
     times: dict[str, list[float]] = {name: [] for name in models}
     for m in models.values():  # warm-up
         m.embed(pixels[:4], aspects[:4])
-    second = 0
+    second, faults, system = 0, 0, 0.0
     for _ in range(args.rounds):
         for name, m in models.items():
+            before = resource.getrusage(resource.RUSAGE_SELF)
             start = time.perf_counter()
             out = m.embed(pixels, aspects)
             if args.device == "cuda":
                 torch.cuda.synchronize()
             times[name].append((time.perf_counter() - start) / len(pixels))
             if name == "full":
+                after = resource.getrusage(resource.RUSAGE_SELF)
                 second = int((~np.isnan(out["alt_vector"][:, 0])).sum())
+                faults += after.ru_minflt - before.ru_minflt
+                system += after.ru_stime - before.ru_stime
     base, full = statistics.median(times["backbone"]), statistics.median(times["full"])
-    print(f"device {args.device}, {torch.get_num_threads()} threads, batch {len(pixels)}, {args.rounds} rounds")
+    n = args.rounds * len(pixels)
+    heap = "plain" if args.plain_heap else "kept"
+    print(
+        f"device {args.device}, {torch.get_num_threads()} threads, batch {len(pixels)}, {args.rounds} rounds, heap {heap}"
+    )
     print(f"plain backbone: {base * 1000:.1f} ms/image")
     print(f"full model:     {full * 1000:.1f} ms/image ({second}/{len(pixels)} images with a second orientation)")
+    print(f"full model:     {faults / n:.0f} page faults and {system / n * 1000:.1f} ms of system time per image")
     print(f"ratio full/backbone: {full / base:.2f}")
+    return 0
+
+
+def compare_heap(args) -> int:
+    """The full model's ms/image with ndup.heap's setting and without, in alternating subprocesses."""
+    ms: dict[str, list[float]] = {"kept": [], "plain": []}
+    common = [sys.executable, __file__, "--photos", str(args.photos), "--device", args.device]
+    common += ["--batch", str(args.batch), "--rounds", str(args.rounds)]
+    for _ in range(args.heap_runs):
+        for heap in ms:
+            out = subprocess.run(
+                [*common, *(["--plain-heap"] if heap == "plain" else [])], capture_output=True, text=True
+            )
+            if out.returncode != 0:
+                raise SystemExit(out.stderr)
+            print(out.stdout, end="")
+            ms[heap].append(float(re.search(r"full model: +([0-9.]+) ms/image", out.stdout).group(1)))
+    kept, plain = statistics.median(ms["kept"]), statistics.median(ms["plain"])
+    print(
+        f"full model, median of {args.heap_runs} runs: heap kept {kept:.1f} ms/image, plain {plain:.1f}; ratio {kept / plain:.2f}"
+    )
     return 0
 
 

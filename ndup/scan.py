@@ -21,6 +21,7 @@ from ndup.decisions import IgnoreIndex
 from ndup.decode import DECODE_VERSION, Deferred, analyze, load_oriented
 from ndup.errors import NdupError
 from ndup.group import build_groups, unverified_scene_pairs
+from ndup.heap import release_freed_memory
 from ndup.pair_cache import PairCache
 from ndup.plan import make_plan
 from ndup.policy import keeper_policies
@@ -289,6 +290,7 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
             counts.decoded += sum(isinstance(o, Decoded) for _, o in batch)
             counts.embedded += len(vectors)
             progress.advance(len(batch))
+        release_freed_memory()  # what the network kept for its next batch (ndup.heap)
 
     lap("read")
     progress.stage("Matching")

@@ -1,10 +1,12 @@
 """Speed work that must not change results: the GPU decode path (run here with the CPU decoder in
 nvjpeg's place), the faster inference network, and CPU runs that never touch CUDA."""
 
+import platform
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import photo, save
 from PIL import Image
 from test_index import StubEmbedder
@@ -87,3 +89,24 @@ def test_a_cpu_run_never_touches_cuda():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_the_cpu_network_reuses_freed_memory_instead_of_faulting_in_new_pages():
+    """A batch's activations (here one 200 MB array) are freed and allocated again for the next batch;
+    with glibc told to keep them (ndup.heap), the next batch touches no new pages."""
+    code = (
+        "import resource, numpy as np\n"
+        "from ndup.heap import keep_freed_memory\n"
+        "assert keep_freed_memory()\n"
+        "def batch():\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    a = np.ones(50_000_000, np.float32)\n"
+        "    del a\n"
+        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
+        "print(*[batch() for _ in range(3)])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    first, *later = map(int, r.stdout.split())
+    assert first > 50 and max(later) <= first // 10, (first, later)
