@@ -9,8 +9,10 @@ Pairs, among the files with fewer than `ndup.registration.FEW_KEYPOINTS` keypoin
 against every copy of it, and every file of a scene against each of the scene's second captures when
 either is keypoint-poor. Each pair is registered twice, with the intensity path off and on
 (`ndup.registration.register`), and the script prints how many are called the same picture, and the
-time each way; then, for the pairs placed by intensity, how far a perspective fit moves the corners
-(what `MAX_PERSPECTIVE` was chosen from).
+time each way; then, for the pairs placed by intensity whose verdict the perspective decides (ECC
+correlation at least `MIN_ECC` and every other check passed: only those are measured), how far a
+perspective fit moves the corners. `MAX_PERSPECTIVE` was chosen from this script's output when it
+still measured every intensity fit (up to commit ff3f746).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ imports OpenCV.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -70,7 +71,7 @@ MIN_ECC = 0.95  # correlation of the whole contained picture once ECC has aligne
 # px at SIDE that the contained picture's corners move when a perspective transform (ECC) replaces the
 # affine one. A copy is one affine transform away (crop, scale, tilt, mirror); a second capture of a smooth
 # scene, seen from elsewhere, is a perspective one. Chosen on the training photos' benchmark
-# (benchmarks/smooth_pictures.py prints the corner shifts of copies and of second captures).
+# (benchmarks/smooth_pictures.py prints the corner shifts of copies and of second captures where they decide).
 MAX_PERSPECTIVE = 1.5
 # What registration shows about a pair (ndup.verify reads these numbers).
 SAME_PICTURE, NOT_SHOWN, ANOTHER_FRAME = 1, 0, -1
@@ -123,8 +124,8 @@ class Registration:
     # correlation of the contained picture with the other once aligned by intensity (ECC); None when the
     # transform came from keypoints
     intensity: float | None = None
-    # px the corners move when perspective is allowed too (intensity fits only; None: not measured or ECC
-    # failed)
+    # px the corners move when perspective is allowed too (intensity fits only; None: ECC failed, or not
+    # measured because the fit fails on the rest)
     perspective: float | None = None
 
     @property
@@ -275,7 +276,8 @@ def _register_by_intensity(a: View, b: View) -> Registration | None:
             continue
         correlation, warp = refined  # inner -> other
         transform = warp if b_inside else cv2.invertAffineTransform(warp)
-        r = _register_as(a, b, is_mirrored, transform, 0, (correlation, _perspective(inner, other, warp)))
+        perspective = functools.partial(_perspective, inner, other, warp)
+        r = _register_as(a, b, is_mirrored, transform, 0, (correlation, perspective))
         if r is not None:
             found.append(r)
             if r.verdict == SAME_PICTURE:
@@ -361,8 +363,9 @@ def _smoothed(grey: np.ndarray, factor: float = 1.0, sigma: float = 1.5) -> np.n
 def _register_as(
     a: View, b: View, is_mirrored: bool, transform, inliers: int, by_intensity: tuple | None = None
 ) -> Registration | None:
-    """`b` placed in `a` by `transform`, checked block by block. `by_intensity`: (ECC correlation,
-    perspective px) when the transform came from intensities rather than `inliers` keypoints."""
+    """`b` placed in `a` by `transform`, checked block by block. `by_intensity`: (ECC correlation, a
+    function that measures the perspective px) when the transform came from intensities rather than
+    `inliers` keypoints."""
     grey_b = np.ascontiguousarray(b.grey[:, ::-1]) if is_mirrored else b.grey
     if transform is None or (inliers < 3 and by_intensity is None) or not np.isfinite(transform).all():
         return None
@@ -402,8 +405,11 @@ def _register_as(
     anisotropy = float(singular[0] / singular[1])
     intensity, perspective = by_intensity or (None, None)
     found = Registration(
-        inliers, is_mirrored, transform, float(covered.mean()), tuple(blocks), anisotropy, None, intensity, perspective
+        inliers, is_mirrored, transform, float(covered.mean()), tuple(blocks), anisotropy, None, intensity
     )
+    if perspective is not None and replace(found, perspective=0.0).aligned:
+        # a perspective fit (ECC) costs more than all the rest: measured only where it decides the verdict
+        found = replace(found, perspective=perspective())
     # motion only matters, and is only measured, where one picture lies wholly inside the other
     return replace(found, motion=_motion(*compared(MOTION_SIGMA), valid)) if found.aligned else found
 

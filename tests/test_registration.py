@@ -171,6 +171,23 @@ def test_a_smooth_scene_seen_from_elsewhere_is_not_the_same_picture(wallpaper):
     assert found is None or not found.same_picture, found.describe()
 
 
+def test_the_perspective_fit_is_measured_only_where_it_decides(wallpaper, monkeypatch):
+    """The perspective fit (an ECC homography, the costliest step) runs only for an intensity fit that
+    passes everything else; for the rest it could not change the verdict."""
+    import ndup.registration as registration
+
+    measured = []
+    real = registration._perspective
+    monkeypatch.setattr(registration, "_perspective", lambda *a: measured.append(1) or real(*a))
+    flipped = Image.fromarray(np.asarray(wallpaper)[::-1].copy())  # smooth too, but lies nowhere in it
+    found = register(view(wallpaper), view(flipped))
+    assert found is None or not found.aligned
+    assert measured == []
+    found = register(view(wallpaper), view(crop_half(wallpaper)))
+    assert found is not None and found.same_picture and found.perspective is not None
+    assert measured
+
+
 def test_a_scan_groups_a_half_crop_with_its_original_but_not_a_second_capture_or_the_next_frame(photo, tmp_path):
     from ndup.config import ScanSettings
     from ndup.scan import run_scan
