@@ -60,23 +60,32 @@ def _box_blur(img: np.ndarray, k: int) -> np.ndarray:
     return (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k)
 
 
-def _ncc_map(big: np.ndarray, tpl: np.ndarray) -> np.ndarray:
-    """Normalised cross-correlation of `tpl` at every position where it fits inside `big` (via FFT)."""
-    bh, bw = big.shape
-    th, tw = tpl.shape
-    t = tpl - tpl.mean()
-    tn = np.sqrt((t**2).sum())
-    oh, ow = bh - th + 1, bw - tw + 1
-    if tn < 1e-6:
-        return np.zeros((oh, ow))
-    shape = (bh, bw)
-    corr = np.fft.irfft2(np.fft.rfft2(big, shape) * np.conj(np.fft.rfft2(t, shape)), shape)[:oh, :ow]
-    c1 = np.pad(np.cumsum(np.cumsum(big, 0), 1), ((1, 0), (1, 0)))
-    c2 = np.pad(np.cumsum(np.cumsum(big**2, 0), 1), ((1, 0), (1, 0)))
-    s1 = c1[th:, tw:] - c1[:-th, tw:] - c1[th:, :-tw] + c1[:-th, :-tw]
-    s2 = c2[th:, tw:] - c2[:-th, tw:] - c2[th:, :-tw] + c2[:-th, :-tw]
-    local = np.sqrt(np.maximum(s2 - s1**2 / (th * tw), 1e-6))
-    return corr / (local * tn)
+class _Canvas:
+    """A picture that templates are fitted inside: its spectrum and running sums, computed once for
+    all the scales tried (they depend on it alone)."""
+
+    def __init__(self, big: np.ndarray):
+        self.big = big
+        self.spectrum = np.fft.rfft2(big, big.shape)
+        self.c1 = np.pad(np.cumsum(np.cumsum(big, 0), 1), ((1, 0), (1, 0)))
+        self.c2 = np.pad(np.cumsum(np.cumsum(big**2, 0), 1), ((1, 0), (1, 0)))
+
+    def ncc_map(self, tpl: np.ndarray) -> np.ndarray:
+        """Normalised cross-correlation of `tpl` at every position where it fits inside the picture (via FFT)."""
+        bh, bw = self.big.shape
+        th, tw = tpl.shape
+        t = tpl - tpl.mean()
+        tn = np.sqrt((t**2).sum())
+        oh, ow = bh - th + 1, bw - tw + 1
+        if tn < 1e-6:
+            return np.zeros((oh, ow))
+        shape = (bh, bw)
+        corr = np.fft.irfft2(self.spectrum * np.conj(np.fft.rfft2(t, shape)), shape)[:oh, :ow]
+        c1, c2 = self.c1, self.c2
+        s1 = c1[th:, tw:] - c1[:-th, tw:] - c1[th:, :-tw] + c1[:-th, :-tw]
+        s2 = c2[th:, tw:] - c2[:-th, tw:] - c2[th:, :-tw] + c2[:-th, :-tw]
+        local = np.sqrt(np.maximum(s2 - s1**2 / (th * tw), 1e-6))
+        return corr / (local * tn)
 
 
 def _worst_block(big: np.ndarray, tpl: np.ndarray, y: int, x: int) -> float:
@@ -96,16 +105,16 @@ def _worst_block(big: np.ndarray, tpl: np.ndarray, y: int, x: int) -> float:
     return worst
 
 
-def _fit(big: np.ndarray, small: np.ndarray, s: float) -> tuple[float, int, int, np.ndarray] | None:
-    """Best correlation of `small` scaled to span `s` of `big`, with its position and the template."""
-    bh, bw = big.shape[0] - 2 * SLACK, big.shape[1] - 2 * SLACK
+def _fit(canvas: _Canvas, small: np.ndarray, s: float) -> tuple[float, int, int, np.ndarray] | None:
+    """Best correlation of `small` scaled to span `s` of the canvas, with its position and the template."""
+    bh, bw = canvas.big.shape[0] - 2 * SLACK, canvas.big.shape[1] - 2 * SLACK
     sh, sw = small.shape
     fit = s * min(bh / sh, bw / sw)
     h, w = round(sh * fit), round(sw * fit)
     if h < 12 or w < 12 or h > bh or w > bw:
         return None
     tpl = _resize(small, h, w)
-    ncc = _ncc_map(big, tpl)
+    ncc = canvas.ncc_map(tpl)
     y, x = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
     return float(ncc[y, x]), int(y), int(x), tpl
 
@@ -119,21 +128,24 @@ def prepare(thumb: np.ndarray) -> np.ndarray:
 def structure_match(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     """(best correlation, worst block correlation at that fit, linear scale of the fit) for two
     prepared thumbnails: a coarse search over scales and both directions, then a finer one."""
-    best: tuple[float, float, float] = (-1.0, -1.0, 0.0)
+    best_fit: tuple[float, int, int, np.ndarray] | None = None
+    best_scale, best_canvas = 0.0, None
     for big, small in ((a, b), (b, a)):
-        padded = np.pad(big, SLACK, mode="edge")
+        canvas = _Canvas(np.pad(big, SLACK, mode="edge"))
         tried = {}
         for s in SCALES:
-            tried[s] = _fit(padded, small, s)
+            tried[s] = _fit(canvas, small, s)
         found = [(r[0], s) for s, r in tried.items() if r is not None]
         if not found:
             continue
         _, s0 = max(found)
         for s in (s0 - 0.045, s0 - 0.03, s0 - 0.015, s0 + 0.015, s0 + 0.03, s0 + 0.045):
             if 0.45 <= s <= 1.0:
-                tried[s] = _fit(padded, small, s)
-        for s, r in tried.items():
-            if r is not None and r[0] > best[0]:
-                score, y, x, tpl = r
-                best = (score, _worst_block(padded, tpl, y, x), s)
-    return best
+                tried[s] = _fit(canvas, small, s)
+        for s, r in tried.items():  # the first of equal scores wins
+            if r is not None and r[0] > (-1.0 if best_fit is None else best_fit[0]):
+                best_fit, best_scale, best_canvas = r, s, canvas
+    if best_fit is None or best_canvas is None:
+        return (-1.0, -1.0, 0.0)
+    score, y, x, tpl = best_fit
+    return (score, _worst_block(best_canvas.big, tpl, y, x), best_scale)
