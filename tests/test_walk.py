@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 from ndup.records import Failure
 from ndup.walk import walk
@@ -23,13 +24,18 @@ def test_walk_is_recursive_sorted_and_skips_hidden(tmp_path):
     assert {".hidden.jpg", ".secret/d.jpg"} <= with_hidden
 
 
-def test_excludes_match_names_and_relative_paths(tmp_path):
+def test_excludes_match_names_and_relative_paths(tmp_path, monkeypatch):
     for rel in ["keep.jpg", "skip.tmp", "Thumbs/x.jpg", "a/Thumbs/y.jpg", "a/z.jpg"]:
         touch(tmp_path / rel)
     found = {os.path.relpath(p, tmp_path) for p in paths(walk([tmp_path], excludes=("*.tmp", "Thumbs")))}
     assert found == {"keep.jpg", "a/z.jpg"}
     found = {os.path.relpath(p, tmp_path) for p in paths(walk([tmp_path], excludes=("a/*",)))}
     assert found == {"keep.jpg", "skip.tmp", "Thumbs/x.jpg"}
+    # however the root is written: relative, with a trailing separator, with "..": paths below it
+    monkeypatch.chdir(tmp_path / "a")
+    for root in ("..", f"..{os.sep}", f"..{os.sep}a{os.sep}.."):
+        found = {os.path.relpath(p, tmp_path) for p in paths(walk([Path(root)], excludes=("a/*",)))}
+        assert found == {"keep.jpg", "skip.tmp", "Thumbs/x.jpg"}, root
 
 
 def test_symlinks_skipped_by_default_and_loops_end_when_followed(tmp_path):
