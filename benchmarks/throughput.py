@@ -13,7 +13,7 @@ Parts (`--parts`, comma-separated; default all):
            - the decode-only ceiling: the same files read and draft-decoded to the network's input
              size by the same number of worker processes, nothing else (the physical limit);
            - a cold scan (`ndup scan` in a subprocess, empty cache): images/s and the ratio to the ceiling;
-             peak RSS of the scan and its workers;
+             peak memory of the scan and its workers together (PSS, sampled) and of the largest process;
            - a warm rescan of the same files (nothing changed: only stats).
   rescan   100,000 (`--stat-files`) small distinct image files whose facts and embeddings are already in
            the cache (written straight into it, so that preparing them takes seconds, not a cold scan):
@@ -42,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -88,23 +89,81 @@ def build_library(pool: Path, out: Path, n: int, size: tuple[int, int], quality:
 
 
 # ---- measuring a subprocess ---------------------------------------------------------------------------
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes of the command and every descendant, stdout)."""
+def _descendants(root: int) -> list[int]:
+    """root and every process under it, from /proc."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            children.setdefault(parent, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    """Proportional set size: the process's own pages plus its share of pages it shares (a worker
+    forked from the same server shares the libraries' pages), so a sum over processes is real memory."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMemory(threading.Thread):
+    """Samples the summed PSS of all the processes under `root` every 0.2 s (`root` itself too, unless
+    it is only the reaper); `peak` in bytes (0 where /proc has no smaps_rollup: not Linux)."""
+
+    def __init__(self, root: int, count_root: bool):
+        super().__init__(daemon=True)
+        self.root, self.count_root, self.peak, self.finished = root, count_root, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.finished.wait(0.2):
+            pids = _descendants(self.root)[0 if self.count_root else 1 :]
+            self.peak = max(self.peak, 1024 * sum(_pss_kib(p) for p in pids))
+
+
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, dict, str]:
+    """(wall seconds, peak memory, stdout). Peak memory: `largest` the peak RSS bytes of the largest
+    process of the command (the reaper waits for every descendant), `all` the peak summed over the
+    command and all its processes at once (sampled; 0 where it cannot be)."""
     reaper = ROOT / "tests" / "reaper.py"
     with tempfile.TemporaryDirectory() as where:
         rss_file = os.path.join(where, "maxrss")
         prefix = [sys.executable, str(reaper), rss_file] if sys.platform == "linux" and reaper.exists() else []
         start = time.perf_counter()
-        proc = subprocess.run([*prefix, *cmd], capture_output=True, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            [*prefix, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+        )
+        memory = TreeMemory(proc.pid, count_root=not prefix)
+        if os.path.exists("/proc/self/smaps_rollup"):
+            memory.start()
+        stdout, stderr = proc.communicate()
         wall = time.perf_counter() - start
+        memory.finished.set()
         if proc.returncode not in (0, 10):
-            sys.stderr.write(proc.stderr.decode(errors="replace"))
+            sys.stderr.write(stderr.decode(errors="replace"))
             raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        if os.path.exists(rss_file):
+        if os.path.exists(rss_file):  # this command's own; RUSAGE_CHILDREN here would add up earlier runs'
             with open(rss_file) as f:
-                rss = max(rss, int(f.read()))
-    return wall, rss * 1024, proc.stdout.decode()
+                largest = int(f.read())
+        else:
+            largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if memory.is_alive():
+        memory.join()
+    return wall, {"largest": largest * 1024, "all": memory.peak}, stdout.decode()
 
 
 def ndup(*args) -> list[str]:
@@ -180,11 +239,11 @@ def part_scan(args, work: Path) -> dict:
     for f in work.glob("scan.db*"):
         f.unlink()
     common = ["--db", db, "--workers", workers, "--device", args.device, "--json", "--quiet"]
-    cold, rss, out = run_measured(ndup("scan", lib, *common))
+    cold, cold_memory, out = run_measured(ndup("scan", lib, *common))
     summary = json.loads(out)["summary"]
     assert summary["decoded"] == len(files), summary
     print(f"cold scan: {cold:.1f} s", file=sys.stderr)
-    warm, warm_rss, out = run_measured(ndup("scan", lib, *common))
+    warm, warm_memory, out = run_measured(ndup("scan", lib, *common))
     assert json.loads(out)["summary"]["decoded"] == 0
     # the model's start-up (loading torch and the weights) is part of a cold scan; say how much
     startup = measure_startup(args.device)
@@ -200,9 +259,9 @@ def part_scan(args, work: Path) -> dict:
         "cold_ips_steady": round(len(files) / max(cold - startup, 1e-9), 2),
         "ratio": round(len(files) / cold / ceiling, 3),
         "ratio_steady": round(len(files) / max(cold - startup, 1e-9) / ceiling, 3),
-        "cold_rss": rss,
+        "cold_memory": cold_memory,
         "warm_s": round(warm, 2),
-        "warm_rss": warm_rss,
+        "warm_memory": warm_memory,
         "gpu_ceiling_ips": None if gpu_ceiling is None else round(gpu_ceiling, 2),
         "gpu_ratio": None if gpu_ceiling is None else round(len(files) / cold / gpu_ceiling, 3),
     }
@@ -232,18 +291,18 @@ def part_rescan(args, work: Path) -> dict:
     common = ["--db", db, "--workers", args.workers, "--device", "cpu", "--json", "--quiet"]
     # The first rescan of a seeded cache builds the persisted index (the seeding wrote none); the
     # second is the steady state a user sees every time.
-    first, first_rss, out = run_measured(ndup("scan", lib, *common))
+    first, first_memory, out = run_measured(ndup("scan", lib, *common))
     s = json.loads(out)["summary"]
     assert s["decoded"] == 0, s
-    warm, rss, out = run_measured(ndup("scan", lib, *common))
+    warm, warm_memory, out = run_measured(ndup("scan", lib, *common))
     s = json.loads(out)["summary"]
     assert s["decoded"] == 0, s
     return {
         "stat_files": args.stat_files,
         "first_s": round(first, 2),
-        "first_rss": first_rss,
+        "first_memory": first_memory,
         "warm_s": round(warm, 2),
-        "warm_rss": rss,
+        "warm_memory": warm_memory,
         "stages": s.get("stages", {}),
         "groups": len(json.loads(out)["groups"]),
         "neighbours": stats,
@@ -334,7 +393,8 @@ def markdown(res: dict, command: str) -> str:
             f"| ratio cold scan / ceiling | **{s['ratio']}** |",
             f"| start-up in that (Python, torch, weights) | {s['startup_s']} s |",
             f"| cold scan without start-up / ceiling | {s['ratio_steady']} ({s['cold_ips_steady']} images/s) |",
-            f"| peak RSS of the cold scan (all processes) | {_mib(s['cold_rss'])} |",
+            f"| peak memory of the cold scan, all its processes at once (PSS) | {_mib(s['cold_memory']['all'])} |",
+            f"| peak RSS of its largest process | {_mib(s['cold_memory']['largest'])} |",
             f"| warm rescan of the same {s['files']} files | {s['warm_s']} s |",
         ]
         if s.get("gpu_ceiling_ips"):
@@ -354,7 +414,8 @@ def markdown(res: dict, command: str) -> str:
             f"| first rescan (builds the index and pair verdicts when absent) | {r['first_s']} s |",
             f"| warm rescan (index loaded) | **{r['warm_s']} s** |",
             f"| where the warm rescan's time goes | {stages} |",
-            f"| peak RSS (all processes) | {_mib(r['warm_rss'])} |",
+            f"| peak memory, all processes at once (PSS) | {_mib(r['warm_memory']['all'])} |",
+            f"| peak RSS of the largest process | {_mib(r['warm_memory']['largest'])} |",
             "",
         ]
     if "hnsw" in res:
