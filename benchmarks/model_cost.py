@@ -2,6 +2,7 @@
 
     python benchmarks/model_cost.py [--photos ../shared/photos] [--device cpu] [--rounds 5]
     python benchmarks/model_cost.py --heap-runs 3        # the glibc heap setting (ndup.heap) on and off
+    python benchmarks/model_cost.py --chunk 32           # the CPU network 32 images at a time, not 16
 
 Both models embed the same batches of real photos (decoded as a scan decodes them), alternating
 round by round so that machine noise hits both alike; the report is the ratio of the medians.
@@ -52,14 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--weights", type=Path, default=None)
     p.add_argument("--plain-heap", action="store_true", help="leave glibc's malloc as it is (ndup.heap)")
+    p.add_argument("--chunk", type=int, default=None, help="images the CPU network takes at once [CPU_CHUNK]")
     p.add_argument("--heap-runs", type=int, default=0, help="compare the heap setting on and off, N runs each")
     args = p.parse_args(argv)
     if args.heap_runs:
         return compare_heap(args)
-    if args.plain_heap:
-        import ndup.model.embed
+    import ndup.model.embed
 
+    if args.plain_heap:
         ndup.model.embed.keep_freed_memory = lambda: False
+    if args.chunk:
+        ndup.model.embed.CPU_CHUNK = args.chunk
     pixels, aspects = load_batch(args.photos, args.batch)
     models = {"backbone": Embedder(args.device, None, "backbone"), "full": Embedder(args.device, args.weights, "full")}
     times: dict[str, list[float]] = {name: [] for name in models}
@@ -82,13 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     base, full = statistics.median(times["backbone"]), statistics.median(times["full"])
     n = args.rounds * len(pixels)
     heap = "plain" if args.plain_heap else "kept"
+    chunk = ndup.model.embed.CPU_CHUNK
     print(
-        f"device {args.device}, {torch.get_num_threads()} threads, batch {len(pixels)}, {args.rounds} rounds, heap {heap}"
+        f"device {args.device}, {torch.get_num_threads()} threads, batch {len(pixels)} (CPU chunks of {chunk}), "
+        f"{args.rounds} rounds, heap {heap}"
     )
     print(f"plain backbone: {base * 1000:.1f} ms/image")
     print(f"full model:     {full * 1000:.1f} ms/image ({second}/{len(pixels)} images with a second orientation)")
     print(f"full model:     {faults / n:.0f} page faults and {system / n * 1000:.1f} ms of system time per image")
     print(f"ratio full/backbone: {full / base:.2f}")
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
     return 0
 
 
@@ -97,6 +104,7 @@ def compare_heap(args) -> int:
     ms: dict[str, list[float]] = {"kept": [], "plain": []}
     common = [sys.executable, __file__, "--photos", str(args.photos), "--device", args.device]
     common += ["--batch", str(args.batch), "--rounds", str(args.rounds)]
+    common += ["--chunk", str(args.chunk)] if args.chunk else []
     for _ in range(args.heap_runs):
         for heap in ms:
             out = subprocess.run(

@@ -91,7 +91,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("thresholds.burst_similarity", BURST_SIMILARITY, float, "embedding cosine for burst shots to group"),
     Setting("run.device", "auto", str, f"where the network runs: {', '.join(DEVICES)}", env="NDUP_DEVICE"),
     Setting("run.workers", 0, int, "decoding processes; 0 = one per CPU core", env="NDUP_WORKERS"),
-    Setting("run.batch_size", 32, int, "images per network batch"),
+    Setting("run.batch_size", 32, int, "images read, embedded and saved together"),
     Setting(
         "run.weights",
         "",

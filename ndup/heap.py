@@ -1,12 +1,12 @@
 """glibc's malloc, tuned for the CPU network: the only module that calls into the C library directly.
 
-A batch of 32 images puts activations of up to 150 MB through EfficientNet-Lite0. glibc serves every
-block over its mmap threshold (at most 32 MB) with a fresh mapping and unmaps it on free, so every
-layer of every batch has the kernel fault in and zero new pages: on a 2-core machine that was about a
-third of the network's time (docs/benchmarks.md). Raising the mmap and trim thresholds keeps freed
-blocks in the heap, where the next batch reuses them. The heap then holds on to that memory, so
-`release_freed_memory` gives it back once the network is done, before matching (whose threads
-allocate from other arenas and could not reuse it anyway).
+A chunk of 16 images (embed.CPU_CHUNK) puts activations of up to 77 MB through EfficientNet-Lite0.
+glibc serves every block over its mmap threshold (at most 32 MB) with a fresh mapping and unmaps it on
+free, so every layer of every chunk had the kernel fault in and zero new pages: on a 2-core machine
+that was a quarter of the network's time (docs/benchmarks.md). Raising the mmap and trim
+thresholds keeps freed blocks in the heap, where the next chunk reuses them. The heap then holds on
+to that memory, so `release_freed_memory` gives it back once the network is done, before matching
+(whose threads allocate from other arenas and could not reuse it anyway).
 """
 
 from __future__ import annotations

@@ -76,6 +76,27 @@ def test_faster_inference_network_computes_the_same():
     assert (fast["phash"] == ref["phash"].numpy().astype(np.int64).view(np.uint64)).all()
 
 
+def test_the_cpu_network_takes_a_batch_in_chunks_with_the_same_results(monkeypatch):
+    import ndup.model.embed as embed
+
+    pixels = np.stack([np.asarray(photo(920 + i, 256, 256)) for i in range(5)])
+    pixels[1] = np.rot90(pixels[1])
+    aspects = np.array([1.3, 0.75, 1.0, 1.5, 0.66], dtype=np.float32)
+    embedder = embed.Embedder("cpu")
+    whole = embedder.embed(pixels, aspects)
+    monkeypatch.setattr(embed, "CPU_CHUNK", 2)
+    chunked = embedder.embed(pixels, aspects)
+    assert whole.keys() == chunked.keys()
+    for key, value in whole.items():
+        if isinstance(value, list):
+            assert len(chunked[key]) == 5 and all(
+                (a is None and b is None) or np.array_equal(a, b) for a, b in zip(value, chunked[key])
+            ), key
+        else:
+            assert value.shape == chunked[key].shape, key
+            np.testing.assert_allclose(chunked[key], value, atol=1e-5, err_msg=key)
+
+
 def test_a_cpu_run_never_touches_cuda():
     """Device selection and a CPU embedding initialise no CUDA and load none of the GPU-only code."""
     code = (

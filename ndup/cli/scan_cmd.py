@@ -92,7 +92,12 @@ def scan(
         typer.Option("--workers", min=0, help=f"Decoding processes; 0 = one per CPU core {_FROM_CONFIG}0]."),
     ] = None,
     batch_size: Annotated[
-        Optional[int], typer.Option("--batch-size", min=1, help=f"Images per network batch {_FROM_CONFIG}32].")
+        Optional[int],
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help=f"Images read, embedded and saved together (a CPU's network takes 16 at a time) {_FROM_CONFIG}32].",
+        ),
     ] = None,
     neighbors: Annotated[
         Optional[int],

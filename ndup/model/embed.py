@@ -25,6 +25,19 @@ VARIANTS = {
 }
 
 
+# Images the network takes at once on the CPU, whatever the scan's batch: twice as many run barely
+# faster there (0-12% in `benchmarks/model_cost.py --chunk 32` against 16) but hold twice the
+# activations, which the heap keeps between batches (ndup.heap): 250 MB more peak memory.
+CPU_CHUNK = 16
+
+
+def _joined(parts: list):
+    """One batch's result from its chunks': lists of thumbnails concatenated, arrays stacked."""
+    if isinstance(parts[0], list):
+        return [item for part in parts for item in part]
+    return np.concatenate(parts)
+
+
 def torch_threads(cores: int | None = None) -> int:
     """Intra-op threads for the network on the CPU: one per core this process may use.
 
@@ -68,11 +81,21 @@ class Embedder:
             self.net = load_network(weights, VARIANTS[variant]).to(self.device)
         prepare_for_inference(self.net, self.device)
 
-    @torch.inference_mode()
     def embed(self, pixels: np.ndarray, aspects: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """(N, S, S, 3) uint8 and (N,) width/height -> {"vector": (N, D) float32, "phash": (N,) uint64, ...}.
 
-        `alt_vector` rows (NaN where absent) are the second orientation hypothesis of ambiguous images."""
+        `alt_vector` rows (NaN where absent) are the second orientation hypothesis of ambiguous images.
+        On the CPU the network takes at most CPU_CHUNK images at a time."""
+        if self.device.type != "cpu" or len(pixels) <= CPU_CHUNK:
+            return self._embed(pixels, aspects)
+        parts = [
+            self._embed(pixels[i : i + CPU_CHUNK], None if aspects is None else aspects[i : i + CPU_CHUNK])
+            for i in range(0, len(pixels), CPU_CHUNK)
+        ]
+        return {k: _joined([p[k] for p in parts]) for k in parts[0]}
+
+    @torch.inference_mode()
+    def _embed(self, pixels: np.ndarray, aspects: np.ndarray | None) -> dict[str, np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         aspect = None if aspects is None else torch.from_numpy(np.asarray(aspects, dtype=np.float32)).to(self.device)
         out = self.net(x, aspect)
