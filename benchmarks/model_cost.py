@@ -105,6 +105,7 @@ def compare_heap(args) -> int:
     common = [sys.executable, __file__, "--photos", str(args.photos), "--device", args.device]
     common += ["--batch", str(args.batch), "--rounds", str(args.rounds)]
     common += ["--chunk", str(args.chunk)] if args.chunk else []
+    common += ["--weights", str(args.weights)] if args.weights else []
     for _ in range(args.heap_runs):
         for heap in ms:
             out = subprocess.run(

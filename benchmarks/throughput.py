@@ -135,9 +135,11 @@ class TreeMemory(threading.Thread):
         self.root, self.count_root, self.peak, self.finished = root, count_root, 0, threading.Event()
 
     def run(self) -> None:
-        while not self.finished.wait(SAMPLE_SECONDS):
+        while True:  # a sample at once: a command shorter than the interval still gets one
             pids = _descendants(self.root)[0 if self.count_root else 1 :]
             self.peak = max(self.peak, 1024 * sum(_pss_kib(p) for p in pids))
+            if self.finished.wait(SAMPLE_SECONDS):
+                return
 
 
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, dict, str]:
