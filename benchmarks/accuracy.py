@@ -45,7 +45,7 @@ from edits import EDITS, EDITS_VERSION, save_edit, similar_shot
 from ndup.config import ScanSettings
 from ndup.evaluate import Metrics, evaluate, predicted_pairs
 from ndup.model.spec import SHIPPED_WEIGHTS
-from ndup.pair_cache import stored_verifier
+from ndup.pair_cache import file_verifier, stored_verifier
 from ndup.scan import pairs_path, run_scan, verifier_id
 
 VARIANTS = ("phash", "backbone", "multilayer", "aligned", "unit", "full")
@@ -176,12 +176,9 @@ def _verifier_pairs(db: Path, verifier: str) -> Path:
 def _set_aside(db: Path) -> None:
     """Move the cache's pair verdicts to their verifier's own file (they hold one verifier's at a time)."""
     shared = pairs_path(db)
-    try:
-        with np.load(shared, allow_pickle=False) as z:
-            verifier = str(z["verifier"])
-    except Exception:  # none, or damaged: nothing worth keeping
-        return
-    os.replace(shared, _verifier_pairs(db, verifier))
+    verifier = file_verifier(shared)
+    if verifier is not None:  # none, or damaged: nothing worth keeping
+        os.replace(shared, _verifier_pairs(db, verifier))
 
 
 def run_variant(folder: Path, db: Path, variant: str, threshold: float | None, weights: Path | None):

@@ -98,6 +98,16 @@ def stored_verifier(verifier_id: str) -> str:
     return f"{PAIR_CACHE_VERSION}|{verifier_id}"
 
 
+def file_verifier(path: Path) -> str | None:
+    """The verifier a pair file's verdicts belong to (`stored_verifier`'s form); None when there is no
+    readable file."""
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            return str(z["verifier"])
+    except Exception:  # missing or damaged
+        return None
+
+
 class PairCache:
     """`path` None: verdicts are only remembered for the life of this object."""
 

@@ -53,6 +53,15 @@ def test_a_second_call_and_a_second_scan_reuse_every_verdict_known(tmp_path):
     assert again == out
 
 
+def test_a_pair_file_names_its_verifier_and_a_missing_or_damaged_one_none(tmp_path):
+    path = tmp_path / "c.pairs"
+    assert pair_cache.file_verifier(path) is None
+    PairCache(path, "v").verdicts(["a", "b"], all_pairs(2), Verifier())
+    assert pair_cache.file_verifier(path) == pair_cache.stored_verifier("v")
+    path.write_bytes(path.read_bytes()[:40])
+    assert pair_cache.file_verifier(path) is None
+
+
 def test_verdicts_follow_contents_not_positions_and_the_file_keeps_only_the_last_pairs(tmp_path):
     path = tmp_path / "c.pairs"
     verify = Verifier()
