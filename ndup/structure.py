@@ -128,8 +128,7 @@ def prepare(thumb: np.ndarray) -> np.ndarray:
 def structure_match(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     """(best correlation, worst block correlation at that fit, linear scale of the fit) for two
     prepared thumbnails: a coarse search over scales and both directions, then a finer one."""
-    best_fit: tuple[float, int, int, np.ndarray] | None = None
-    best_scale, best_canvas = 0.0, None
+    best: tuple[tuple[float, int, int, np.ndarray], float, _Canvas] | None = None  # fit, scale, canvas
     for big, small in ((a, b), (b, a)):
         canvas = _Canvas(np.pad(big, SLACK, mode="edge"))
         tried = {}
@@ -143,9 +142,9 @@ def structure_match(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
             if 0.45 <= s <= 1.0:
                 tried[s] = _fit(canvas, small, s)
         for s, r in tried.items():  # the first of equal scores wins
-            if r is not None and r[0] > (-1.0 if best_fit is None else best_fit[0]):
-                best_fit, best_scale, best_canvas = r, s, canvas
-    if best_fit is None or best_canvas is None:
+            if r is not None and r[0] > (-1.0 if best is None else best[0][0]):
+                best = (r, s, canvas)
+    if best is None:
         return (-1.0, -1.0, 0.0)
-    score, y, x, tpl = best_fit
-    return (score, _worst_block(best_canvas.big, tpl, y, x), best_scale)
+    (score, y, x, tpl), scale, canvas = best
+    return (score, _worst_block(canvas.big, tpl, y, x), scale)
