@@ -33,7 +33,7 @@ def model_in_use(eff=None) -> str | None:
     path, source = weights_in_use(eff)
     try:
         return model_id(path if source else None)
-    except OSError:
+    except (OSError, NdupError):  # missing or unreadable: the weights section says so
         return None
 
 

@@ -43,6 +43,12 @@ def test_eval_reports_pairwise_scores_and_recall_per_kind(labelled, tmp_path):
     assert table.returncode == 0 and "precision" in table.stdout and "PR AUC" in table.stdout
 
 
+def test_scan_with_a_missing_weights_file_says_so(labelled, tmp_path):
+    r = ndup("scan", labelled, "--weights", tmp_path / "mine.npz", "--db", tmp_path / "w.db")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert f"ndup: error: weights file not found: {tmp_path / 'mine.npz'}" in r.stderr
+
+
 def test_eval_with_a_missing_truth_file_is_a_usage_error(labelled, tmp_path):
     r = ndup("eval", labelled, "--truth", tmp_path / "nope.json", "--db", tmp_path / "e.db")
     assert r.returncode == 2 and r.stderr.startswith("ndup: error: no such file") and "Traceback" not in r.stderr

@@ -49,9 +49,16 @@ def _embedding_digest(path: str, mtime_ns: int, size: int) -> str:
     return h.hexdigest()[:12]
 
 
+def missing_weights(path: Path) -> NdupError:
+    return NdupError(f"weights file not found: {path}", hint="check --weights, or reinstall ndup")
+
+
 def weights_digest(weights: Path) -> str:
     """Digest of the embedding part of a weights file (an .npz is a zip of .npy arrays)."""
-    st = weights.stat()
+    try:
+        st = weights.stat()
+    except FileNotFoundError:
+        raise missing_weights(weights) from None
     try:
         return _embedding_digest(str(weights), st.st_mtime_ns, st.st_size)
     except (zipfile.BadZipFile, OSError) as e:

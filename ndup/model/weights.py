@@ -14,7 +14,7 @@ import torch
 
 from ndup.errors import NdupError
 from ndup.model.network import NdupNet, Variant
-from ndup.model.spec import SHIPPED_WEIGHTS
+from ndup.model.spec import SHIPPED_WEIGHTS, missing_weights
 
 PREFIXES = {"can.": "canonicalizer", "ali.": "aligner", "proj.": "projection"}
 
@@ -47,7 +47,7 @@ def load_network(path: Path | None = None, variant: Variant | None = None) -> Nd
                 state = {k[len(prefix) :]: torch.from_numpy(z[k]) for k in z.files if k.startswith(prefix)}
                 module.load_state_dict(state, strict=True)
     except FileNotFoundError:
-        raise NdupError(f"weights file not found: {path}", hint="check --weights, or reinstall ndup") from None
+        raise missing_weights(path) from None
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise NdupError(f"{path} is not an ndup weights file ({e})", hint="train one with `ndup train`") from None
     return net.eval()
