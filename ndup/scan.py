@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -121,6 +122,10 @@ def _gpu_decoder(settings: ScanSettings) -> str | None:
         return None
     if os.environ.get("NDUP_GPU_DECODE") == "0":
         return None
+    from ndup.model.device import cpu_for_certain
+
+    if cpu_for_certain(settings.device):  # no GPU: no need to import torch to ask
+        return None
     import torch
 
     return "cuda" if torch.cuda.is_available() else None
@@ -158,8 +163,24 @@ def _cached_embedder(device: str, weights: Path | None, variant: str):
 
 
 def load_embedder(settings: ScanSettings):
-    """The network, loaded once per process and only when some file needs embedding."""
+    """The network, loaded only when some file needs embedding. On the CPU it runs in a process of
+    its own that ends before matching (ndup.model.embed_process), unless this process holds torch
+    already (a GPU scan's decoder, a caller that trains or tests the model): then here, loaded once
+    per process."""
+    from ndup.model.device import cpu_for_certain
+
+    if "torch" not in sys.modules and cpu_for_certain(settings.device):
+        from ndup.model.embed_process import EmbedderProcess
+
+        return EmbedderProcess(settings.device, settings.weights, settings.variant)
     return _cached_embedder(settings.device, settings.weights, settings.variant)
+
+
+def _close_embedder(embedder, kill: bool = False) -> None:
+    """End a network process (one in this process is kept for the next scan)."""
+    close = getattr(embedder, "close", None)
+    if close is not None:
+        close(kill=kill)
 
 
 def embedder_model_id(settings: ScanSettings) -> str:
@@ -229,6 +250,42 @@ def _settings_record(settings: ScanSettings) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items() if k != "roots"}
 
 
+def _read(todo: list[FileEntry], embedded, store, model_id, settings, embedder_factory, counts, progress) -> None:
+    """Read the files that changed, embed the images whose content no network output is cached for
+    (`embedded`: content hashes, updated here), and write each batch to the cache as it goes."""
+    workers = settings.workers or default_workers()
+    embedder = None
+    progress.stage("Reading images", total=len(todo))
+    gpu = _gpu_decoder(settings)
+    read = functools.partial(analyze, defer_jpeg=True) if gpu else analyze
+    try:
+        for batch in _batches(_read_changed(todo, workers, settings.batch_size, read), settings.batch_size):
+            if gpu:
+                batch = _decode_deferred(batch, gpu, workers)
+            new: dict[str, Decoded] = {}
+            for _, o in batch:
+                if isinstance(o, Decoded) and o.facts.content_hash not in embedded:
+                    new.setdefault(o.facts.content_hash, o)
+            vectors: dict[str, tuple[np.ndarray, dict]] = {}
+            if new:
+                embedder = embedder or embedder_factory(settings)
+                decoded = list(new.values())
+                out = embedder.embed(
+                    np.stack([d.pixels for d in decoded]),
+                    np.array([d.facts.width / d.facts.height for d in decoded], dtype=np.float32),
+                )
+                vectors = {h: cache_entry(out, i) for i, h in enumerate(new)}
+                embedded.update(vectors)
+            store.write_batch(batch, vectors, model_id, DECODE_VERSION)
+            counts.decoded += sum(isinstance(o, Decoded) for _, o in batch)
+            counts.embedded += len(vectors)
+            progress.advance(len(batch))
+    except BaseException:
+        _close_embedder(embedder, kill=True)
+        raise
+    _close_embedder(embedder)  # before matching, which needs the memory
+
+
 def _scan(store, run_id, roots, settings, progress, embedder_factory, started, on_matched) -> Plan:
     counts = Counts()
     walk_failures: list[Failure] = []
@@ -264,33 +321,8 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     lap("walk")
 
     if todo:
-        workers = settings.workers or default_workers()
-        embedder = None
-        progress.stage("Reading images", total=len(todo))
-        gpu = _gpu_decoder(settings)
-        read = functools.partial(analyze, defer_jpeg=True) if gpu else analyze
-        for batch in _batches(_read_changed(todo, workers, settings.batch_size, read), settings.batch_size):
-            if gpu:
-                batch = _decode_deferred(batch, gpu, workers)
-            new: dict[str, Decoded] = {}
-            for _, o in batch:
-                if isinstance(o, Decoded) and o.facts.content_hash not in embedded:
-                    new.setdefault(o.facts.content_hash, o)
-            vectors: dict[str, tuple[np.ndarray, dict]] = {}
-            if new:
-                embedder = embedder or embedder_factory(settings)
-                decoded = list(new.values())
-                out = embedder.embed(
-                    np.stack([d.pixels for d in decoded]),
-                    np.array([d.facts.width / d.facts.height for d in decoded], dtype=np.float32),
-                )
-                vectors = {h: cache_entry(out, i) for i, h in enumerate(new)}
-                embedded.update(vectors)
-            store.write_batch(batch, vectors, model_id, DECODE_VERSION)
-            counts.decoded += sum(isinstance(o, Decoded) for _, o in batch)
-            counts.embedded += len(vectors)
-            progress.advance(len(batch))
-        release_freed_memory()  # what the network kept for its next batch (ndup.heap)
+        _read(todo, embedded, store, model_id, settings, embedder_factory, counts, progress)
+        release_freed_memory()  # what a network in this process kept for its next batch (ndup.heap)
 
     lap("read")
     progress.stage("Matching")

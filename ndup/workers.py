@@ -1,4 +1,5 @@
-"""Run `decode.analyze` over many files in worker processes, in order, with bounded memory."""
+"""Worker processes: `decode.analyze` over many files, in order, with bounded memory (`ordered_map`),
+and the pool the CPU network's own process comes from (`worker_pool`)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def _context():
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes that start clean, ignore Ctrl-C and keep their C libraries' chatter off the terminal."""
     return ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_worker_init)
 
 
@@ -49,11 +51,12 @@ def _alive() -> bool:
     return True
 
 
-def _close(pool: ProcessPoolExecutor) -> None:
-    """Shut a pool down. A broken one is not waited on: before Python 3.12 a worker that outlived the
-    crash can block forever on the pool's queue, and the pool's own shutdown waits for it (CPython
-    gh-94777), so its workers are killed first (they only ever read files)."""
-    if not getattr(pool, "_broken", False):
+def close_pool(pool: ProcessPoolExecutor, kill: bool = False) -> None:
+    """Shut a pool down; with `kill`, without waiting for the work in hand (its workers must hold
+    nothing that is not theirs). A broken pool is not waited on either: before Python 3.12 a worker
+    that outlived the crash can block forever on the pool's queue, and the pool's own shutdown waits
+    for it (CPython gh-94777), so its workers are killed first (they read files or run the network, nothing else)."""
+    if not kill and not getattr(pool, "_broken", False):
         pool.shutdown(wait=True, cancel_futures=True)
         return
     processes = list((getattr(pool, "_processes", None) or {}).values())
@@ -94,13 +97,13 @@ def ordered_map(
     if workers <= 1:
         yield from map(fn, items)
         return
-    pool = _pool(workers)
+    pool = worker_pool(workers)
     pending: deque[tuple[T, Future]] = deque()
 
     def restart() -> None:
         nonlocal pool
-        _close(pool)
-        pool = _pool(workers)
+        close_pool(pool)
+        pool = worker_pool(workers)
         pool.submit(_alive).result()
 
     def head() -> R:
@@ -133,4 +136,4 @@ def ordered_map(
     finally:
         for _, fut in pending:
             fut.cancel()
-        _close(pool)
+        close_pool(pool)

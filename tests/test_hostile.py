@@ -332,7 +332,7 @@ def test_worker_processes_that_cannot_start_stop_the_scan_without_blaming_a_file
     def dying_pool(n):
         return ProcessPoolExecutor(n, mp_context=workers._context(), initializer=die)
 
-    monkeypatch.setattr(workers, "_pool", dying_pool)
+    monkeypatch.setattr(workers, "worker_pool", dying_pool)
     with pytest.raises(BrokenProcessPool):
         list(workers.ordered_map(double_unless_cursed, range(10), workers=2, crashed=lambda x: ("died", x)))
     save(photo(1, 120, 90), tmp_path / "lib/a.jpg")
