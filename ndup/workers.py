@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -23,9 +26,37 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _worker_init() -> None:
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process took the number: ours is gone
+        return False
+    return True
+
+
+def _exit_when_gone(parent: int) -> None:
+    """Block until process `parent` has ended, then end this one."""
+    try:
+        handle = os.pidfd_open(parent)  # Linux 5.3+: readable once the process has ended
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # elsewhere: ask every second
+        while _exists(parent):
+            time.sleep(1)
+        os._exit(1)
+    select.select([handle], [], [])
+    os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
     # Ctrl-C goes to the whole process group; only the parent decides what to do with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker is the fork server's child, not the scan's: after a kill -9 of the scan it would wait
+    # for work forever, holding its memory (the network's process, most of a gigabyte). It ends with
+    # the scan instead; it holds nothing that is the user's.
+    threading.Thread(target=_exit_when_gone, args=(parent,), name="ndup-parent-watch", daemon=True).start()
     # C libraries (libtiff above all) print warnings about damaged files straight to stderr, where they
     # would break the one-line-per-problem output; a worker's results and errors come back as values.
     try:
@@ -44,7 +75,9 @@ def _context():
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """Processes that start clean, ignore Ctrl-C and keep their C libraries' chatter off the terminal."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_worker_init)
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=_context(), initializer=_worker_init, initargs=(os.getpid(),)
+    )
 
 
 def _alive() -> bool:

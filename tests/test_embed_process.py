@@ -1,4 +1,5 @@
-"""The CPU network in a process of its own (ndup.model.embed_process)."""
+"""The CPU network in a process of its own (ndup.model.embed_process), and worker processes that end
+with the scan that started them."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tree, photo
+from conftest import make_tree, photo, save
+from harness import ndup_command
 
 from ndup.errors import NdupError
 from ndup.model import device
@@ -98,3 +102,65 @@ def test_a_cpu_scan_never_loads_torch_in_its_own_process_and_ends_the_network_be
     assert report["torch_here"] is False
     assert report["processes_at_matching"] == 0  # the decoders and the network have ended
     assert report["groups"] == [["a.jpg", "a.jpg", "a_small.jpg"], ["b.png", "b_copy.png"]]
+
+
+def _descendants(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever adopted it: it holds no memory)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _holds_torch(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process tree from /proc")
+def test_a_scan_killed_with_kill_9_leaves_no_process_behind(tmp_path):
+    """The decoders and the network's process are the fork server's children, not the scan's: without
+    watching for the scan's end they waited for work forever, the network's holding most of a gigabyte."""
+    for i in range(60):
+        save(photo(700 + i, 320, 240), tmp_path / f"lib/p{i:02d}.jpg", quality=90)
+    proc = subprocess.Popen(
+        ndup_command("scan", tmp_path / "lib", "--db", tmp_path / "ndup.db", "--workers", "2", "--batch-size", "4"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(_holds_torch(pid) for pid in _descendants(proc.pid)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the scan ended before its network process was seen")
+            time.sleep(0.05)
+        left = _descendants(proc.pid)
+        assert len(left) >= 4  # the fork server, two decoders, the network (and the resource tracker)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_running(pid) for pid in left) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lingering = [pid for pid in left if _running(pid)]
+    for pid in lingering:  # not to leave them to the rest of the run
+        os.kill(pid, signal.SIGKILL)
+    assert not lingering
