@@ -28,7 +28,7 @@ from ndup.plan import make_plan
 from ndup.policy import keeper_policies
 from ndup.records import Decoded, Failure, FileEntry, ImageRecord, Outcome, PairVerdict, Plan
 from ndup.store import Store
-from ndup.verify import REGISTRATION, DecisionUnit, PairInputs, ThresholdVerifier
+from ndup.verify import REGISTRATION, DecisionUnit, PairInputs, SparseRows, ThresholdVerifier
 from ndup.walk import walk
 from ndup.workers import default_workers, ordered_map
 
@@ -456,11 +456,9 @@ def pair_inputs(
         split = [_split_cached(*embeddings[h]) for h in hashes]
         vectors = _unit(np.stack([v for v, _ in split]))
         aligned = [embeddings[h][1].get("phash", "0") for h in hashes]
-        if any(alt is not None for _, alt in split):
-            alt_vectors = np.full_like(vectors, np.nan)
-            for i, (_, alt) in enumerate(split):
-                if alt is not None:
-                    alt_vectors[i] = _unit(alt[None])[0]
+        owners = [i for i, (_, alt) in enumerate(split) if alt is not None]
+        if owners:
+            alt_vectors = SparseRows(len(hashes), np.array(owners), _unit(np.stack([split[i][1] for i in owners])))
             alt_phash = [embeddings[h][1].get("alt_phash", "0") for h in hashes]
     else:
         vectors = np.zeros((len(images), 1), dtype=np.float32)
@@ -497,9 +495,8 @@ def match(
     if embeddings:
         rows, owners = vectors, np.arange(len(images))
         if alt_vectors is not None:  # every hypothesis is searched; hits count for the image that owns it
-            has_alt = ~np.isnan(alt_vectors[:, 0])
-            rows = np.concatenate([vectors, alt_vectors[has_alt]])
-            owners = np.concatenate([owners, np.flatnonzero(has_alt)])
+            rows = np.concatenate([vectors, alt_vectors.rows])
+            owners = np.concatenate([owners, alt_vectors.owners])
         if index is None:
             found = neighbors.knn_pairs(rows, settings.neighbors, min_similarity=CANDIDATE_MIN_COSINE, owners=owners)
         else:

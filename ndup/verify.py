@@ -66,6 +66,30 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).astype(np.float64)
 
 
+class SparseRows:
+    """An (N, D) array most of whose rows are absent (NaN), holding only the present ones: the second
+    orientation hypotheses, which few images have. Held densely they were 200 MB of NaN at 100,000
+    images, through the whole match. Indexing gives dense rows, NaN where absent."""
+
+    def __init__(self, n: int, owners: np.ndarray, rows: np.ndarray):
+        self.owners = np.asarray(owners, dtype=np.int64)  # ascending: the images that have a row
+        self.rows = rows
+        self._slot = np.full(n, -1, dtype=np.int64)
+        self._slot[self.owners] = np.arange(len(self.owners))
+
+    @classmethod
+    def from_dense(cls, dense: np.ndarray) -> SparseRows:
+        present = ~np.isnan(dense[:, 0])
+        return cls(len(dense), np.flatnonzero(present), dense[present])
+
+    def __getitem__(self, images: np.ndarray) -> np.ndarray:
+        slots = self._slot[images]
+        out = np.full((len(slots), self.rows.shape[1]), np.nan, dtype=self.rows.dtype)
+        present = slots >= 0
+        out[present] = self.rows[slots[present]]
+        return out
+
+
 @dataclass(frozen=True)
 class PairInputs:
     """Per-image arrays the pair features are computed from (the same in training and in a scan)."""
@@ -77,8 +101,9 @@ class PairInputs:
     width: np.ndarray  # (N,) as displayed
     height: np.ndarray
     content_hash: np.ndarray | None = None  # (N,) object: identical bytes are exact duplicates
-    # The second orientation hypothesis of ambiguous images: NaN rows (and 0 hashes) where there is none.
-    alt_vectors: np.ndarray | None = None
+    # The second orientation hypothesis of ambiguous images: NaN rows (and 0 hashes) where there is none
+    # (a dense (N, D) array is taken, and kept as SparseRows).
+    alt_vectors: SparseRows | np.ndarray | None = None
     alt_phash_aligned: np.ndarray | None = None
     # (image index, second hypothesis?) -> the prepared aligned thumbnail (ndup.structure), or None.
     # A function, so that a scan loads thumbnails only for the pairs that need the pixel-level check.
@@ -88,13 +113,17 @@ class PairInputs:
     # registered (the "unit" ablation).
     registered: Callable[[np.ndarray], Sequence[int]] | None = None
 
+    def __post_init__(self):
+        if isinstance(self.alt_vectors, np.ndarray):
+            object.__setattr__(self, "alt_vectors", SparseRows.from_dense(self.alt_vectors))
+
     @classmethod
     def from_records(
         cls,
         images: Sequence[ImageRecord],
         vectors: np.ndarray,
         aligned: Sequence[str | int],
-        alt_vectors: np.ndarray | None = None,
+        alt_vectors: SparseRows | np.ndarray | None = None,
         alt_aligned: Sequence[str | int] | None = None,
         thumbs: Callable[[int, bool], np.ndarray | None] | None = None,
         registered: Callable[[np.ndarray], Sequence[int]] | None = None,

@@ -18,7 +18,7 @@ from ndup.neighbors import knn_pairs
 from ndup.pair_cache import PairCache
 from ndup.records import PairVerdict
 from ndup.scan import verifier_id
-from ndup.verify import DecisionUnit, PairInputs, pair_features
+from ndup.verify import DecisionUnit, PairInputs, SparseRows, pair_features
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,27 @@ def test_second_orientation_hypothesis_is_used_when_it_agrees_better():
     feats = pair_features(inputs, np.array([[0, 1], [0, 2]]))
     assert feats[0, 0] == pytest.approx(1.0) and feats[1, 0] == pytest.approx(0.0)
     assert feats[0, 6] == 0.0  # the aligned hashes of the agreeing hypotheses are compared
+
+
+def test_second_hypotheses_are_held_for_the_images_that_have_one_and_read_back_as_dense_rows():
+    rng = np.random.default_rng(3)
+    n, dim = 50, 8
+    dense = np.full((n, dim), np.nan, dtype=np.float32)
+    owners = np.array([2, 7, 8, 31, 49])
+    dense[owners] = rng.standard_normal((len(owners), dim)).astype(np.float32)
+    sparse = SparseRows.from_dense(dense)
+    assert sparse.rows.shape == (5, dim) and sparse.owners.tolist() == owners.tolist()
+    pick = rng.integers(0, n, size=200)
+    np.testing.assert_array_equal(sparse[pick], dense[pick])  # NaN exactly where a row is absent
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    zeros = np.zeros(n, dtype=np.uint64)
+    given = {"phash_aligned": zeros, "phash": zeros, "dhash": zeros, "width": np.ones(n), "height": np.ones(n)}
+    from_dense = PairInputs(vectors, **given, alt_vectors=dense, alt_phash_aligned=zeros)
+    from_sparse = PairInputs(vectors, **given, alt_vectors=sparse, alt_phash_aligned=zeros)
+    assert isinstance(from_dense.alt_vectors, SparseRows)
+    pairs = rng.integers(0, n, size=(300, 2))
+    np.testing.assert_array_equal(pair_features(from_dense, pairs), pair_features(from_sparse, pairs))
 
 
 def test_knn_pairs_merge_hypotheses_of_one_image():
