@@ -68,7 +68,7 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 class SparseRows:
     """An (N, D) array most of whose rows are absent (NaN), holding only the present ones: the second
-    orientation hypotheses, which few images have. Held densely they were 200 MB of NaN at 100,000
+    orientation hypotheses, which few images have. Held densely they were 100 MB of NaN at 100,000
     images, through the whole match. Indexing gives dense rows, NaN where absent."""
 
     def __init__(self, n: int, owners: np.ndarray, rows: np.ndarray):
