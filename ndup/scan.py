@@ -518,9 +518,10 @@ def match(
         )  # fmt: skip
 
     # pairs verified by an earlier scan keep their verdicts (pair_cache); only new pairs are verified
-    verdicts = verdicts_of(pairs, "Verifying pairs", save=False)
+    found = verdicts_of(pairs, "Verifying pairs", save=False)
     # then every pair inside each scene the candidates found, so that groups rest on verified links
-    extra = np.array(unverified_scene_pairs(verdicts, SCENE_PAIRS_MAX_IMAGES), dtype=np.int64).reshape(-1, 2)
+    extra = np.array(unverified_scene_pairs(found, SCENE_PAIRS_MAX_IMAGES), dtype=np.int64).reshape(-1, 2)
+    del found  # the next call returns these verdicts again: not to hold two lists of every pair at once
     verdicts = verdicts_of(np.concatenate([pairs, extra]), "Verifying pairs within groups", save=True)
     # bursts (same camera, seconds apart) become similar pairs; RAW+JPEG pairs of one capture never match
     verdicts = apply_captures(

@@ -132,3 +132,25 @@ def test_every_unverified_pair_inside_a_scene_is_listed_once():
     verdicts = [v(0, 1), v(1, 2, "similar"), v(2, 3), v(0, 2, None), v(5, 6), v(3, 7, None)]
     assert sorted(unverified_scene_pairs(verdicts, max_size=10)) == [(0, 3), (1, 3)]
     assert unverified_scene_pairs(verdicts, max_size=3) == []  # a larger chain is left as it is
+
+
+def test_unverified_scene_pairs_against_every_pair_of_every_scene_checked_directly():
+    """The pairs inside scenes only are looked up among the verified ones; the answer is that of
+    looking every pair up (random graphs, pairs verified in both orders, non-matches inside scenes)."""
+    import random
+
+    for trial in range(100):
+        r = random.Random(trial)
+        n = r.randint(3, 40)
+        verdicts = []
+        for i in range(n):
+            for j in range(i + 1, n):
+                if r.random() < 0.15:
+                    a, b = (i, j) if r.random() < 0.5 else (j, i)
+                    verdicts.append(v(a, b, r.choice(["copy", "similar", "exact", None, None])))
+        graph = _Graph((x.a, x.b, x.score) for x in verdicts if x.tier)
+        every = {(min(x.a, x.b), max(x.a, x.b)) for x in verdicts}
+        size = r.randint(3, 12)
+        expected = [(a, b) for comp in graph.components() if 3 <= len(comp) <= size
+                    for i, a in enumerate(comp) for b in comp[i + 1 :] if (a, b) not in every]  # fmt: skip
+        assert unverified_scene_pairs(verdicts, max_size=size) == expected, trial
