@@ -378,7 +378,9 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
 
 
 def _thumb_lookup(hashes: list[str], fetch: Callable[[str], bytes | None]):
-    """(image, second hypothesis?) -> prepared thumbnail, fetched from the cache on first use."""
+    """(image, second hypothesis?) -> prepared thumbnail, fetched from the cache on first use. Kept
+    as stored (at most 4 KB) and prepared at each use (0.2 ms, against 20 ms for the pixel check that
+    uses it): prepared they are 32 KB each, kept for every image a pixel check touched in the match."""
     cache: dict[str, tuple[np.ndarray, np.ndarray | None] | None] = {}
 
     def lookup(i: int, alt: bool) -> np.ndarray | None:
@@ -389,10 +391,9 @@ def _thumb_lookup(hashes: list[str], fetch: Callable[[str], bytes | None]):
                 cache[h] = None
             else:
                 first, rest = structure.decode(blob)
-                second = structure.decode(rest)[0] if rest else None
-                cache[h] = (structure.prepare(first), None if second is None else structure.prepare(second))
+                cache[h] = (first, structure.decode(rest)[0] if rest else None)
         pair = cache[h]
-        return None if pair is None else pair[1 if alt and pair[1] is not None else 0]
+        return None if pair is None else structure.prepare(pair[1 if alt and pair[1] is not None else 0])
 
     return lookup
 
