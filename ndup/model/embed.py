@@ -94,11 +94,15 @@ class Embedder:
         ]
         return {k: _joined([p[k] for p in parts]) for k in parts[0]}
 
-    @torch.inference_mode()
-    def _embed(self, pixels: np.ndarray, aspects: np.ndarray | None) -> dict[str, np.ndarray]:
+    def _tensors(self, pixels: np.ndarray, aspects: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, S, S, 3) uint8 -> (N, 3, S, S) in [0, 1] on the device; width/height ratios likewise."""
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         aspect = None if aspects is None else torch.from_numpy(np.asarray(aspects, dtype=np.float32)).to(self.device)
-        out = self.net(x, aspect)
+        return x, aspect
+
+    @torch.inference_mode()
+    def _embed(self, pixels: np.ndarray, aspects: np.ndarray | None) -> dict[str, np.ndarray]:
+        out = self.net(*self._tensors(pixels, aspects))
         result = {
             "thumb": [t.cpu().numpy() for t in out["thumb"]],
             "vector": out["vector"].float().cpu().numpy(),
@@ -126,7 +130,5 @@ class Embedder:
     @torch.inference_mode()
     def aligned_views(self, pixels: np.ndarray, aspects: np.ndarray | None = None) -> np.ndarray:
         """What the backbone sees: (N, 224, 224, 3) uint8 images after the alignment stage."""
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        aspect = None if aspects is None else torch.from_numpy(np.asarray(aspects, dtype=np.float32)).to(self.device)
-        aligned, _ = self.net.align(x, aspect)
+        aligned, _ = self.net.align(*self._tensors(pixels, aspects))
         return (aligned.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
