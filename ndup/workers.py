@@ -42,7 +42,7 @@ def _exit_when_gone(parent: int) -> None:
         handle = os.pidfd_open(parent)  # Linux 5.3+: readable once the process has ended
     except ProcessLookupError:
         os._exit(1)
-    except (AttributeError, OSError):  # elsewhere: ask every second
+    except (AttributeError, OSError):  # macOS, older kernels: ask every second
         while _exists(parent):
             time.sleep(1)
         os._exit(1)
@@ -56,7 +56,10 @@ def _worker_init(parent: int) -> None:
     # A worker is the fork server's child, not the scan's: after a kill -9 of the scan it would wait
     # for work forever, holding its memory (the network's process, most of a gigabyte). It ends with
     # the scan instead; it holds nothing that is the user's.
-    threading.Thread(target=_exit_when_gone, args=(parent,), name="ndup-parent-watch", daemon=True).start()
+    # Not on Windows, where os.kill(pid, 0) would send the scan a Ctrl-C (a watch there would wait on
+    # a process handle; not done, and untested).
+    if os.name != "nt":
+        threading.Thread(target=_exit_when_gone, args=(parent,), name="ndup-parent-watch", daemon=True).start()
     # C libraries (libtiff above all) print warnings about damaged files straight to stderr, where they
     # would break the one-line-per-problem output; a worker's results and errors come back as values.
     try:
