@@ -29,9 +29,7 @@ def default_workers() -> int:
 def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process took the number: ours is gone
+    except (ProcessLookupError, PermissionError):  # gone (or another user's process took its number)
         return False
     return True
 
@@ -91,7 +89,8 @@ def close_pool(pool: ProcessPoolExecutor, kill: bool = False) -> None:
     """Shut a pool down; with `kill`, without waiting for the work in hand (its workers must hold
     nothing that is not theirs). A broken pool is not waited on either: before Python 3.12 a worker
     that outlived the crash can block forever on the pool's queue, and the pool's own shutdown waits
-    for it (CPython gh-94777), so its workers are killed first (they read files or run the network, nothing else)."""
+    for it (CPython gh-94777), so its workers are killed first (they read files or run the network,
+    nothing else)."""
     if not kill and not getattr(pool, "_broken", False):
         pool.shutdown(wait=True, cancel_futures=True)
         return
