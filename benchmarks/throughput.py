@@ -26,10 +26,14 @@ Parts (`--parts`, comma-separated; default all):
            its time and peak memory.
   hnsw     N (`--vectors`, default 1,000,000) random 256-d unit vectors: index build time, the time to
            find every vector's 10 nearest neighbours (what grouping does), and recall@10 of that search
-           against exact brute force on a sample of queries, at the ef a scan uses and at higher ef.
+           against exact brute force on a sample of queries, at the ef a scan uses and at higher ef;
+           0.5% of the vectors replaced by noisy copies (cosine 0.9) of others, and how many of those
+           the search finds. `--photo-like`: the vectors are made as the rescan part's are (mixtures of
+           three real descriptors of pool photos, with noise), whose neighbours look like a photo
+           library's (the network runs once, for the pool's descriptors, unless they are in --work).
 
 Timings on a shared machine are noisy; ratios measured in the same run (scan / ceiling) are the
-numbers to compare. Nothing here uses the network.
+numbers to compare. Only the pool's descriptors (rescan, hnsw --photo-like) use the network.
 """
 
 from __future__ import annotations
@@ -340,13 +344,19 @@ NEW_PHOTOS = 32  # photos a scan embeds before matching the whole seeded library
 
 
 # ---- part: hnsw ---------------------------------------------------------------------------------------
-def part_hnsw(args) -> dict:
+def part_hnsw(args, work: Path) -> dict:
     from ndup import neighbors
 
-    n, dim, threads = args.vectors, 256, args.threads
+    n, threads = args.vectors, args.threads
     rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal((n, dim), dtype=np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    if args.photo_like:  # like the rescan part's library: mixtures of real descriptors, with noise
+        from bench_cache import pool_descriptors, synthetic
+
+        x = synthetic(pool_descriptors(args.pool, work / "pool-descriptors.npy"), n, rng).astype(np.float32)
+    else:
+        x = rng.standard_normal((n, 256), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    dim = x.shape[1]
     # Planted near-duplicates: what grouping must find. 0.5% of the vectors are replaced by noisy
     # copies (cosine about 0.9) of others; random vectors have no other neighbour above ~0.35.
     planted = min(n // 200, 5000)
@@ -371,7 +381,7 @@ def part_hnsw(args) -> dict:
         top = np.argpartition(-sims, k, axis=1)[:, :k]
         exact[s : s + len(rows)] = top
     brute = (time.perf_counter() - t) / len(sample) * n  # extrapolated to every vector
-    out = {"vectors": n, "dim": dim, "threads": threads, "build_s": round(build, 1), "brute_s_est": round(brute, 1),
+    out = {"vectors": n, "dim": dim, "threads": threads, "kind": "photo-like" if args.photo_like else "random", "build_s": round(build, 1), "brute_s_est": round(brute, 1),
            "queries": len(sample), "planted": planted, "ef": {}}  # fmt: skip
     scan_ef = neighbors.query_ef(k, n)
     for ef in sorted({scan_ef, 64, 128, 256}):
@@ -455,7 +465,7 @@ def markdown(res: dict, command: str) -> str:
     if "hnsw" in res:
         h = res["hnsw"]
         lines += [
-            f"**HNSW** over {h['vectors']:,} random {h['dim']}-d unit vectors, {h['threads']} threads "
+            f"**HNSW** over {h['vectors']:,} {h.get('kind', 'random')} {h['dim']}-d unit vectors, {h['threads']} threads "
             f"(recall@10 against brute force on {h['queries']:,} of them, self excluded; "
             f"{h['planted']:,} of them replaced by noisy copies of others at cosine 0.9, found by the 10-NN search "
             f"of either side or not):",
@@ -497,6 +507,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=1000, help="brute-force checked queries for recall")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for the HNSW part")
+    p.add_argument(
+        "--photo-like",
+        action="store_true",
+        help="HNSW part: vectors made as the rescan part's are (mixtures of real descriptors, with noise), not random",
+    )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", type=Path, default=None, help="write the table into this file, between markers")
@@ -529,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         if "rescan" in parts:
             res["rescan"] = part_rescan(args, work)
         if "hnsw" in parts:
-            res["hnsw"] = part_hnsw(args)
+            res["hnsw"] = part_hnsw(args, work)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp.name, ignore_errors=True)
