@@ -381,8 +381,9 @@ def part_hnsw(args, work: Path) -> dict:
         top = np.argpartition(-sims, k, axis=1)[:, :k]
         exact[s : s + len(rows)] = top
     brute = (time.perf_counter() - t) / len(sample) * n  # extrapolated to every vector
-    out = {"vectors": n, "dim": dim, "threads": threads, "kind": "photo-like" if args.photo_like else "random", "build_s": round(build, 1), "brute_s_est": round(brute, 1),
-           "queries": len(sample), "planted": planted, "ef": {}}  # fmt: skip
+    out = {"vectors": n, "dim": dim, "kind": "photo-like" if args.photo_like else "random", "threads": threads,
+           "build_s": round(build, 1), "brute_s_est": round(brute, 1), "queries": len(sample), "planted": planted,
+           "ef": {}}  # fmt: skip
     scan_ef = neighbors.query_ef(k, n)
     for ef in sorted({scan_ef, 64, 128, 256}):
         index.set_ef(ef)
