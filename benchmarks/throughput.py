@@ -286,7 +286,7 @@ def measure_startup(device: str) -> float:
     code = (
         "import time; t=time.perf_counter(); import ndup.cli; from ndup.config import ScanSettings; "
         "from ndup.scan import load_embedder; "
-        f"load_embedder(ScanSettings(roots=(), device={device!r})); print(time.perf_counter()-t)"
+        f"load_embedder(ScanSettings(roots=(), device={device!r})).loaded(); print(time.perf_counter()-t)"
     )
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

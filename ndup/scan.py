@@ -162,18 +162,31 @@ def _cached_embedder(device: str, weights: Path | None, variant: str):
     return Embedder(device, weights, variant)
 
 
+class _NetworkHere:
+    """The network in this process, loaded (once per process) when the first image needs it."""
+
+    def __init__(self, settings: ScanSettings):
+        self._key = (settings.device, settings.weights, settings.variant)
+
+    def loaded(self) -> str:
+        return _cached_embedder(*self._key).model_id
+
+    def embed(self, pixels: np.ndarray, aspects: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        return _cached_embedder(*self._key).embed(pixels, aspects)
+
+
 def load_embedder(settings: ScanSettings):
-    """The network, loaded only when some file needs embedding. On the CPU it runs in a process of
-    its own that ends before matching (ndup.model.embed_process), unless this process holds torch
-    already (a GPU scan's decoder, a caller that trains or tests the model): then here, loaded once
-    per process."""
+    """The network, for the images no network output is cached for. On the CPU it runs in a process
+    of its own, which starts loading at once and ends before matching (ndup.model.embed_process),
+    unless this process holds torch already (a GPU scan's decoder, a caller that trains or tests the
+    model): then here, loaded once per process, when the first image needs it."""
     from ndup.model.device import cpu_for_certain
 
     if "torch" not in sys.modules and cpu_for_certain(settings.device):
         from ndup.model.embed_process import EmbedderProcess
 
         return EmbedderProcess(settings.device, settings.weights, settings.variant)
-    return _cached_embedder(settings.device, settings.weights, settings.variant)
+    return _NetworkHere(settings)
 
 
 def _close_embedder(embedder, kill: bool = False) -> None:
@@ -252,13 +265,18 @@ def _settings_record(settings: ScanSettings) -> dict:
 
 def _read(todo: list[FileEntry], embedded, store, model_id, settings, embedder_factory, counts, progress) -> None:
     """Read the files that changed, embed the images whose content no network output is cached for
-    (`embedded`: content hashes, updated here), and write each batch to the cache as it goes."""
+    (`embedded`: content hashes, updated here; `embedder_factory` None: the variant needs no
+    network), and write each batch to the cache as it goes."""
     workers = settings.workers or default_workers()
     embedder = None
     progress.stage("Reading images", total=len(todo))
     gpu = _gpu_decoder(settings)
     read = functools.partial(analyze, defer_jpeg=True) if gpu else analyze
     try:
+        # With more than a batch to read, the network starts at once: its process loads (seconds)
+        # while the first files decode. A smaller read first sees whether any content is new.
+        if embedder_factory is not None and len(todo) > settings.batch_size:
+            embedder = embedder_factory(settings)
         for batch in _batches(_read_changed(todo, workers, settings.batch_size, read), settings.batch_size):
             if gpu:
                 batch = _decode_deferred(batch, gpu, workers)
@@ -321,7 +339,8 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
     lap("walk")
 
     if todo:
-        _read(todo, embedded, store, model_id, settings, embedder_factory, counts, progress)
+        network = embedder_factory if needs_embedding else None
+        _read(todo, embedded, store, model_id, settings, network, counts, progress)
         release_freed_memory()  # what a network in this process kept for its next batch (ndup.heap)
 
     lap("read")

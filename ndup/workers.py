@@ -103,10 +103,10 @@ def close_pool(pool: ProcessPoolExecutor, kill: bool = False) -> None:
         p.join(timeout=10)
 
 
-def _submit(pool: ProcessPoolExecutor, fn: Callable, item) -> Future:
+def submit_to(pool: ProcessPoolExecutor, fn: Callable, *args) -> Future:
     """pool.submit, or, when the pool has broken meanwhile, a future that says so."""
     try:
-        return pool.submit(fn, item)
+        return pool.submit(fn, *args)
     except BrokenProcessPool as e:
         fut: Future = Future()
         fut.set_exception(e)
@@ -156,14 +156,14 @@ def ordered_map(
             restart()
             result = crashed(item)
         pending = deque(
-            (it, f if f.done() and not f.cancelled() and f.exception() is None else _submit(pool, fn, it))
+            (it, f if f.done() and not f.cancelled() and f.exception() is None else submit_to(pool, fn, it))
             for it, f in pending
         )
         return result
 
     try:
         for item in items:
-            pending.append((item, _submit(pool, fn, item)))
+            pending.append((item, submit_to(pool, fn, item)))
             if len(pending) >= in_flight:
                 yield head()
         while pending:

@@ -31,7 +31,7 @@ def test_the_network_process_computes_what_this_one_does_and_its_death_is_a_clea
     here = Embedder("cpu").embed(pixels, aspects)
     child = EmbedderProcess("cpu")
     try:
-        assert child.model_id == Embedder("cpu").model_id
+        assert child.loaded() == Embedder("cpu").model_id
         there = child.embed(pixels, aspects)
         assert there.keys() == here.keys()
         np.testing.assert_allclose(there["vector"], here["vector"], atol=1e-5)
@@ -46,9 +46,14 @@ def test_the_network_process_computes_what_this_one_does_and_its_death_is_a_clea
 
 
 def test_a_loading_error_in_the_network_process_comes_back_with_its_hint(tmp_path):
-    with pytest.raises(NdupError, match="weights file not found") as e:
-        EmbedderProcess("cpu", tmp_path / "missing.npz")
-    assert e.value.hint == "check --weights, or reinstall ndup"
+    child = EmbedderProcess("cpu", tmp_path / "missing.npz")  # loads in the background: no error yet
+    try:
+        for ask in (child.loaded, lambda: child.embed(np.zeros((1, 224, 224, 3), dtype=np.uint8))):
+            with pytest.raises(NdupError, match="weights file not found") as e:
+                ask()
+            assert e.value.hint == "check --weights, or reinstall ndup"
+    finally:
+        child.close(kill=True)
 
 
 def test_the_cpu_is_certain_without_torch_only_on_a_linux_machine_with_no_gpu_driver(monkeypatch):

@@ -171,6 +171,47 @@ def test_interrupted_scan_keeps_finished_batches_and_resumes(tmp_path):
     assert plan.summary["decoded"] == 4 and plan.summary["images"] == 12
 
 
+def test_the_network_starts_before_the_first_batch_is_read_only_when_there_is_more_than_a_batch(tmp_path):
+    """Loading the network takes seconds: with more than a batch to read it starts at once, beside
+    the first files' decoding; a smaller read starts it only for a content not embedded yet."""
+    from harness import pixel_embedder
+
+    from ndup.config import ScanSettings
+    from ndup.scan import Progress, run_scan
+
+    events: list[str] = []
+
+    class Watch(Progress):
+        reading = False
+
+        def stage(self, name: str, total: int | None = None) -> None:
+            self.reading = name == "Reading images"
+
+        def advance(self, n: int = 1) -> None:
+            if self.reading:
+                events.append("read")
+
+    def network(settings):
+        events.append("network")
+        return pixel_embedder(settings)
+
+    lib = tmp_path / "lib"
+    for i in range(12):
+        save(photo(700 + i, 160, 120), lib / f"p{i:02d}.jpg")
+    settings = ScanSettings(roots=(lib,), db_path=tmp_path / "ndup.db", workers=1, batch_size=4)
+    run_scan(settings, Watch(), embedder_factory=network)
+    assert events[0] == "network" and events.count("network") == 1
+    events.clear()
+    for p in sorted(lib.iterdir())[:3]:  # touched, not changed: read again, nothing new to embed
+        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    run_scan(settings, Watch(), embedder_factory=network)
+    assert "read" in events and "network" not in events
+    events.clear()
+    save(photo(799, 160, 120), lib / "new.jpg")
+    run_scan(settings, Watch(), embedder_factory=network)
+    assert events.count("network") == 1
+
+
 def test_worker_processes_give_the_same_result(tmp_path, library):
     root, _ = library
     one = scan(root, tmp_path / "one.db", workers=1)

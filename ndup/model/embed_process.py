@@ -10,19 +10,25 @@ This module itself imports no torch: the scan's process imports it, the child lo
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
 from ndup.errors import NdupError
-from ndup.workers import close_pool, worker_pool
+from ndup.workers import close_pool, submit_to, worker_pool
 
 _embedder = None  # in the child: the network, loaded by its first task
 
 
 def _load(device: str, weights: Path | None, variant: str) -> str:
     global _embedder
+    # torch's OpenMP threads otherwise spin for a while after each layer, waiting for the next: on a
+    # machine whose cores the decoding processes share, that spinning takes their time. Read once,
+    # when torch loads (so here, before the import); measured in docs/benchmarks.md.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ndup.model.embed import Embedder
 
     _embedder = Embedder(device, weights, variant)
@@ -36,29 +42,31 @@ def _embed(pixels: np.ndarray, aspects: np.ndarray | None) -> dict:
 
 
 class EmbedderProcess:
-    """`Embedder`'s `embed`, run by a child process. Loading happens as its first task, not in the
-    process's initializer, so that a loading error (a missing weights file) comes back as itself,
-    with its hint, rather than as a broken pool."""
+    """`Embedder`'s `embed`, run by a child process. The network starts loading at once, in the
+    background (a few seconds: the scan reads its first files meanwhile). Loading is the process's
+    first task, not its initializer, so that a loading error (a missing weights file) comes back as
+    itself, with its hint, from `loaded` or the first `embed`, rather than as a broken pool."""
 
     def __init__(self, device: str = "cpu", weights: Path | None = None, variant: str = "full"):
         self._pool = worker_pool(1)
-        try:
-            self.model_id: str = self._call(_load, device, weights, variant)
-        except BaseException:
-            self.close(kill=True)
-            raise
+        self._loading: Future = self._pool.submit(_load, device, weights, variant)
 
-    def _call(self, fn, *args):
+    def _result(self, future: Future):
         try:
-            return self._pool.submit(fn, *args).result()
+            return future.result()
         except BrokenProcessPool:
             raise NdupError(
                 "the process that runs the network ended unexpectedly (killed, or out of memory)",
                 hint="check free memory and scan again: what was read so far is kept",
             ) from None
 
+    def loaded(self) -> str:
+        """Wait for the network to load; its model id."""
+        return self._result(self._loading)
+
     def embed(self, pixels: np.ndarray, aspects: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        return self._call(_embed, pixels, aspects)
+        self.loaded()  # a loading error, as itself, before any images are sent
+        return self._result(submit_to(self._pool, _embed, pixels, aspects))
 
     def close(self, kill: bool = False) -> None:
         """End the process and free its memory; `kill`: at once, without finishing the work in hand."""
