@@ -30,6 +30,14 @@ def overlap(a, b):
     return np.mean([len(set(r) & set(s)) / len(s) for r, s in zip(a.tolist(), b.tolist())])
 
 
+def test_the_search_beam_grows_with_the_library_beyond_a_quarter_million_vectors():
+    assert neighbors.query_ef(12, 1_000) == neighbors.query_ef(12, neighbors.BEAM_GROWS_FROM) == 64
+    assert neighbors.query_ef(12, 1_000_000) == 128 and neighbors.query_ef(12, 4_000_000) == 256
+    assert neighbors.query_ef(40, 1_000) == 80  # never below twice the neighbours asked for
+    beams = [neighbors.query_ef(12, n) for n in range(0, 5_000_000, 50_000)]
+    assert beams == sorted(beams)
+
+
 def test_adding_rows_adds_only_those_and_removed_rows_vanish(tmp_path):
     rng = np.random.default_rng(1)
     x = unit(rng, 300)
