@@ -301,7 +301,8 @@ def _read(todo: list[FileEntry], embedded, store, model_id, settings, embedder_f
     except BaseException:
         _close_embedder(embedder, kill=True)
         raise
-    _close_embedder(embedder)  # before matching, which needs the memory
+    # before matching, which needs the memory; one started early and never needed may still be loading
+    _close_embedder(embedder, kill=counts.embedded == 0)
 
 
 def _scan(store, run_id, roots, settings, progress, embedder_factory, started, on_matched) -> Plan:

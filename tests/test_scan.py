@@ -173,7 +173,8 @@ def test_interrupted_scan_keeps_finished_batches_and_resumes(tmp_path):
 
 def test_the_network_starts_before_the_first_batch_is_read_only_when_there_is_more_than_a_batch(tmp_path):
     """Loading the network takes seconds: with more than a batch to read it starts at once, beside
-    the first files' decoding; a smaller read starts it only for a content not embedded yet."""
+    the first files' decoding; a smaller read starts it only for a content not embedded yet. One
+    started early and never needed is stopped at once, not waited for."""
     from harness import pixel_embedder
 
     from ndup.config import ScanSettings
@@ -191,25 +192,39 @@ def test_the_network_starts_before_the_first_batch_is_read_only_when_there_is_mo
             if self.reading:
                 events.append("read")
 
-    def network(settings):
-        events.append("network")
-        return pixel_embedder(settings)
+    class Network:
+        def __init__(self, settings):
+            events.append("network")
+            self._net = pixel_embedder(settings)
+
+        def embed(self, pixels, aspects=None):
+            return self._net.embed(pixels, aspects)
+
+        def close(self, kill=False):
+            events.append("killed" if kill else "closed")
+
+    def touch(paths):  # touched, not changed: read again, with nothing new to embed
+        for p in paths:
+            os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
 
     lib = tmp_path / "lib"
     for i in range(12):
         save(photo(700 + i, 160, 120), lib / f"p{i:02d}.jpg")
     settings = ScanSettings(roots=(lib,), db_path=tmp_path / "ndup.db", workers=1, batch_size=4)
-    run_scan(settings, Watch(), embedder_factory=network)
-    assert events[0] == "network" and events.count("network") == 1
+    run_scan(settings, Watch(), embedder_factory=Network)
+    assert events[0] == "network" and events.count("network") == 1 and events[-1] == "closed"
     events.clear()
-    for p in sorted(lib.iterdir())[:3]:  # touched, not changed: read again, nothing new to embed
-        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
-    run_scan(settings, Watch(), embedder_factory=network)
+    touch(sorted(lib.iterdir())[:3])
+    run_scan(settings, Watch(), embedder_factory=Network)
     assert "read" in events and "network" not in events
     events.clear()
+    touch(sorted(lib.iterdir()))  # more than a batch: started early, never needed
+    run_scan(settings, Watch(), embedder_factory=Network)
+    assert events[0] == "network" and events[-1] == "killed"
+    events.clear()
     save(photo(799, 160, 120), lib / "new.jpg")
-    run_scan(settings, Watch(), embedder_factory=network)
-    assert events.count("network") == 1
+    run_scan(settings, Watch(), embedder_factory=Network)
+    assert events.count("network") == 1 and events[-1] == "closed"
 
 
 def test_worker_processes_give_the_same_result(tmp_path, library):
