@@ -25,6 +25,7 @@ imports OpenCV.
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -530,16 +531,43 @@ def _vertex(before: float, at: float, after: float) -> float:
     return 0.0 if bend >= 0 else float(np.clip(0.5 * (before - after) / bend, -0.5, 0.5))
 
 
-def judge(pairs, view_of: Callable[[int], View | None], threads: int = 1) -> list[int]:
+class RecentViews:
+    """The views used last, up to `capacity` (VIEW_BATCH: about 40 MB), kept from one batch of pairs
+    to the next and, held by the caller, from one `judge` call to the next (a match verifies its
+    pairs in chunks, and a picture's pairs fall in several)."""
+
+    def __init__(self, capacity: int | None = None):
+        self.capacity = VIEW_BATCH if capacity is None else capacity
+        self._views: OrderedDict[int, View | None] = OrderedDict()
+
+    def __contains__(self, i: int) -> bool:
+        return i in self._views
+
+    def get(self, i: int) -> View | None:
+        self._views.move_to_end(i)
+        return self._views[i]
+
+    def keep(self, views: dict[int, View | None]) -> None:
+        for i, v in views.items():
+            self._views[i] = v
+            self._views.move_to_end(i)
+        while len(self._views) > self.capacity:
+            self._views.popitem(last=False)
+
+
+def judge(
+    pairs, view_of: Callable[[int], View | None], threads: int = 1, recent: RecentViews | None = None
+) -> list[int]:
     """For each (a, b) pair of image indices, what registration shows: SAME_PICTURE, ANOTHER_FRAME or
     NOT_SHOWN.
 
     `view_of(i)` reads and prepares image i (None: unreadable). Views are made and pairs registered
     on `threads` threads (decoding and OpenCV release the GIL), VIEW_BATCH views at a time: pairs
-    come sorted by their first image, so a batch's views serve many pairs and memory stays bounded."""
+    come sorted by their first image, so a batch's views serve many pairs and memory stays bounded.
+    The views used last are kept (`recent`) and read again only when they have been let go."""
     pairs = [(int(a), int(b)) for a, b in pairs]
+    recent = RecentViews() if recent is None else recent
     out: list[int] = []
-    kept: dict[int, View | None] = {}
     with ThreadPoolExecutor(max(1, threads)) as pool:
         start = 0
         while start < len(pairs):
@@ -548,12 +576,13 @@ def judge(pairs, view_of: Callable[[int], View | None], threads: int = 1) -> lis
             while end < len(pairs) and len(needed) < VIEW_BATCH:
                 needed.update(dict.fromkeys(pairs[end]))
                 end += 1
-            missing = [i for i in needed if i not in kept]
-            views = {i: kept[i] for i in needed if i in kept}
+            views = {i: recent.get(i) for i in needed if i in recent}
+            missing = [i for i in needed if i not in views]
             views.update(zip(missing, pool.map(view_of, missing)))
             batch = pairs[start:end]
             out += pool.map(_judge, [views[a] for a, _ in batch], [views[b] for _, b in batch])
-            kept, start = views, end
+            recent.keep(views)
+            start = end
     return out
 
 

@@ -436,16 +436,21 @@ def _registration(paths: list[str], threads: int):
     def view_of(i: int):
         return registration_view(paths[i])
 
+    recent = None  # the views used last, kept from one call to the next (the match verifies in chunks)
+
     def registered(pairs: np.ndarray) -> list[int]:
+        nonlocal recent
         try:  # OpenCV: loaded only when a pair needs it
-            from ndup.registration import judge
+            from ndup.registration import RecentViews, judge
         except ImportError as e:
             raise NdupError(
                 f"cannot register pairs of pictures: OpenCV is missing ({e})",
                 hint="pip install opencv-python-headless (ndup's own dependency), then scan again",
             ) from None
 
-        return judge(pairs, view_of, threads)
+        if recent is None:
+            recent = RecentViews()
+        return judge(pairs, view_of, threads, recent)
 
     return registered
 

@@ -239,6 +239,27 @@ def test_many_pairs_are_registered_in_batches_on_threads_with_unreadable_files_p
     assert len(asked) < 2 * len(pairs)
 
 
+def test_the_views_used_last_are_kept_from_one_call_to_the_next_within_their_bound(photo):
+    import ndup.registration as registration
+
+    views = [view(p) for p in (photo, crop_half(photo), tilt(photo), second_capture(photo, 0))]
+    asked = []
+
+    def view_of(i):
+        asked.append(i)
+        return views[i]
+
+    recent = registration.RecentViews(capacity=3)
+    first = registration.judge([(0, 1), (0, 2)], view_of, recent=recent)
+    assert registration.judge([(1, 2)], view_of, recent=recent) == registration.judge([(1, 2)], view_of)
+    assert first == registration.judge([(0, 1), (0, 2)], view_of)
+    asked.clear()
+    registration.judge([(0, 1), (0, 2), (1, 2)], view_of, recent=recent)
+    assert asked == []  # all three kept
+    registration.judge([(2, 3)], view_of, recent=recent)
+    assert asked == [3] and 3 in recent and 0 not in recent  # the least recently used one let go
+
+
 def test_a_missing_opencv_is_one_clear_error_not_a_traceback(monkeypatch):
     import sys
 
