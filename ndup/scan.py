@@ -510,6 +510,41 @@ def match(
     if len(images) < 2:
         return [], []
     hashes = [im.facts.content_hash for im in images]
+    # the pair inputs (thumbnails, registration views) are let go when verification returns
+    vectors, verdicts = _verified_candidates(
+        images, hashes, embeddings, settings, thumbnail, index, pair_cache, progress
+    )
+    # bursts (same camera, seconds apart) become similar pairs; RAW+JPEG pairs of one capture never match
+    verdicts = apply_captures(
+        images, vectors, verdicts, burst_seconds=settings.burst_seconds, burst_similarity=settings.burst_similarity
+    )
+    if ignore is not None and ignore.sets:
+        verdicts = [
+            replace(v, tier=None) if v.tier and ignore.together(hashes[v.a], hashes[v.b]) else v for v in verdicts
+        ]
+    policy, pick = keeper_policies(settings.prefer, settings.pick)
+    clusters = build_groups(
+        len(images),
+        [v for v in verdicts if v.tier],
+        rank=policy.rank(images),
+        content_hashes=hashes,
+        similar_rank=pick.rank(images),
+    )
+    return clusters, verdicts
+
+
+def _verified_candidates(
+    images: list[ImageRecord],
+    hashes: list[str],
+    embeddings: dict[str, tuple[np.ndarray, dict]],
+    settings: ScanSettings,
+    thumbnail: Callable[[str], bytes | None] | None,
+    index: neighbors.IndexFile | None,
+    pair_cache: PairCache | None,
+    progress: Progress | None,
+) -> tuple[np.ndarray, list[PairVerdict]]:
+    """The images' unit descriptors, and the verdicts of their candidate pairs and of every pair
+    within the scenes those show."""
     threads = settings.workers or default_workers()
     inputs = pair_inputs(images, embeddings, thumbnail, register=settings.variant == "full", threads=threads)
     vectors, alt_vectors = inputs.vectors, inputs.alt_vectors
@@ -548,24 +583,7 @@ def match(
     # then every pair inside each scene the candidates found, so that groups rest on verified links
     extra = np.array(unverified_scene_pairs(found, SCENE_PAIRS_MAX_IMAGES), dtype=np.int64).reshape(-1, 2)
     del found  # the next call returns these verdicts again: not to hold two lists of every pair at once
-    verdicts = verdicts_of(np.concatenate([pairs, extra]), "Verifying pairs within groups", save=True)
-    # bursts (same camera, seconds apart) become similar pairs; RAW+JPEG pairs of one capture never match
-    verdicts = apply_captures(
-        images, vectors, verdicts, burst_seconds=settings.burst_seconds, burst_similarity=settings.burst_similarity
-    )
-    if ignore is not None and ignore.sets:
-        verdicts = [
-            replace(v, tier=None) if v.tier and ignore.together(hashes[v.a], hashes[v.b]) else v for v in verdicts
-        ]
-    policy, pick = keeper_policies(settings.prefer, settings.pick)
-    clusters = build_groups(
-        len(images),
-        [v for v in verdicts if v.tier],
-        rank=policy.rank(images),
-        content_hashes=hashes,
-        similar_rank=pick.rank(images),
-    )
-    return clusters, verdicts
+    return vectors, verdicts_of(np.concatenate([pairs, extra]), "Verifying pairs within groups", save=True)
 
 
 # Scenes (images linked by copy or similar verdicts) up to this size get all their pairs verified:
