@@ -85,7 +85,9 @@ SCAN_AND_REPORT = textwrap.dedent(
 
     if __name__ == "__main__":
         report = {}
-        settings = ScanSettings(roots=(Path(sys.argv[1]),), db_path=Path(sys.argv[2]), workers=2, device="cpu")
+        settings = ScanSettings(
+            roots=(Path(sys.argv[1]),), db_path=Path(sys.argv[2]), workers=2, device="cpu", batch_size=int(sys.argv[3])
+        )
         plan = run_scan(settings, Watch())
         report["torch_here"] = "torch" in sys.modules
         report["groups"] = sorted(sorted(Path(m.path).name for m in g.members) for g in plan.groups)
@@ -95,13 +97,13 @@ SCAN_AND_REPORT = textwrap.dedent(
 )
 
 
-def test_a_cpu_scan_never_loads_torch_in_its_own_process_and_ends_the_network_before_matching(tmp_path):
+@pytest.mark.parametrize("batch_size", [32, 2])  # the network started on the first new image; at once
+def test_a_cpu_scan_never_loads_torch_in_its_own_process_and_ends_the_network_before_matching(tmp_path, batch_size):
     lib = make_tree(tmp_path)
     script = tmp_path / "scan_and_report.py"
     script.write_text(SCAN_AND_REPORT)
-    ran = subprocess.run(
-        [sys.executable, script, lib, tmp_path / "cache/ndup.db"], capture_output=True, text=True, timeout=300
-    )
+    command = [sys.executable, script, lib, tmp_path / "cache/ndup.db", str(batch_size)]
+    ran = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr
     report = json.loads(ran.stdout.splitlines()[-1])
     assert report["embedded"] == 4  # 6 files, two of them byte-identical copies
