@@ -125,18 +125,18 @@ def test_review_in_a_real_terminal_with_tmux(reviewed):
     def pane() -> str:
         return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
-    def wait_for(text: str) -> str:
+    def wait_for(*texts: str) -> str:
+        """The screen once all of `texts` are on it (the app draws its parts one after another)."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             screen = pane()
-            if text in screen:
+            if all(text in screen for text in texts):
                 return screen
             time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared:\n{pane()}")
+        raise AssertionError(f"{texts!r} never all appeared:\n{pane()}")
 
     try:
-        first = wait_for("Group 1/2")
-        assert "Quit" in first and "KEEP ★ keeper" in first
+        wait_for("Group 1/2", "Quit", "KEEP ★ keeper")  # the header, the footer and the first group's table
         subprocess.run([*tmux, "send-keys", "-t", session, "a"], check=True)
         wait_for("Group 2/2")
         subprocess.run([*tmux, "send-keys", "-t", session, "x"], check=True)
