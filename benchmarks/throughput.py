@@ -133,18 +133,34 @@ def _pss_kib(pid: int) -> int:
 SAMPLE_SECONDS = 0.5
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time the process has used so far (None: gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class TreeMemory(threading.Thread):
     """Samples the summed PSS of all the processes under `root` every SAMPLE_SECONDS (`root` itself
-    too, unless it is only the reaper); `peak` in bytes (0 where /proc has no smaps_rollup: not Linux)."""
+    too, unless it is only the reaper); `peak` in bytes (0 where /proc has no smaps_rollup: not Linux).
+    `cpu`: each of those processes' CPU seconds at its last sample (a process that ends between two
+    samples loses up to SAMPLE_SECONDS of it)."""
 
     def __init__(self, root: int, count_root: bool):
         super().__init__(daemon=True)
         self.root, self.count_root, self.peak, self.finished = root, count_root, 0, threading.Event()
+        self.cpu: dict[int, float] = {}
 
     def run(self) -> None:
         while True:  # a sample at once: a command shorter than the interval still gets one
             pids = _descendants(self.root)[0 if self.count_root else 1 :]
             self.peak = max(self.peak, 1024 * sum(_pss_kib(p) for p in pids))
+            for p in pids:
+                if (seconds := _cpu_seconds(p)) is not None:
+                    self.cpu[p] = seconds
             if self.finished.wait(SAMPLE_SECONDS):
                 return
 
@@ -152,7 +168,8 @@ class TreeMemory(threading.Thread):
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, dict, str]:
     """(wall seconds, peak memory, stdout). Peak memory: `largest` the peak RSS bytes of the largest
     process of the command (the reaper waits for every descendant), `all` the peak summed over the
-    command and all its processes at once (sampled; 0 where it cannot be)."""
+    command and all its processes at once (sampled; 0 where it cannot be); `cpu` the CPU seconds of
+    each of those processes, largest first (sampled; empty where /proc is not)."""
     reaper = ROOT / "tests" / "reaper.py"
     with tempfile.TemporaryDirectory() as where:
         rss_file = os.path.join(where, "maxrss")
@@ -177,7 +194,8 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, dict, 
             largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if memory.is_alive():
         memory.join()
-    return wall, {"largest": largest * 1024, "all": memory.peak}, stdout.decode()
+    cpu = sorted((round(c, 1) for c in memory.cpu.values() if c >= 0.05), reverse=True)
+    return wall, {"largest": largest * 1024, "all": memory.peak, "cpu": cpu}, stdout.decode()
 
 
 def ndup(*args) -> list[str]:
@@ -444,6 +462,8 @@ def markdown(res: dict, command: str) -> str:
             f"| reading alone (start-up included) / ceiling | {s['read_ratio']} |",
             f"| peak memory of the cold scan, all its processes at once (PSS) | {_mib(s['cold_memory']['all'])} |",
             f"| peak RSS of its largest process | {_mib(s['cold_memory']['largest'])} |",
+            "| CPU seconds of each of its processes, largest first (the scan's, the network's and the "
+            f"decoders', in some order) | {', '.join(map(str, s['cold_memory'].get('cpu', [])))} |",
             f"| warm rescan of the same {s['files']} files | {s['warm_s']} s |",
         ]
         if s.get("gpu_ceiling_ips"):
