@@ -367,15 +367,12 @@ NEW_PHOTOS = 32  # photos a scan embeds before matching the whole seeded library
 
 
 # ---- part: hnsw ---------------------------------------------------------------------------------------
-def part_hnsw(args, work: Path) -> dict:
-    from ndup import neighbors
-
-    n, threads = args.vectors, args.threads
-    rng = np.random.default_rng(args.seed)
-    if args.photo_like:  # like the rescan part's library: mixtures of real descriptors, with noise
+def hnsw_vectors(n: int, photo_like: bool, pool: Path, work: Path, rng: np.random.Generator):
+    """(n, d) unit vectors, random or photo-like, and the (P, 2) rows of the near-copies planted in them."""
+    if photo_like:  # like the rescan part's library: mixtures of real descriptors, with noise
         from bench_cache import pool_descriptors, synthetic
 
-        x = synthetic(pool_descriptors(args.pool, work / "pool-descriptors.npy"), n, rng).astype(np.float32)
+        x = synthetic(pool_descriptors(pool, work / "pool-descriptors.npy"), n, rng).astype(np.float32)
     else:
         x = rng.standard_normal((n, 256), dtype=np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -388,40 +385,63 @@ def part_hnsw(args, work: Path) -> dict:
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     copies = 0.9 * x[pairs[:, 0]] + np.sqrt(1 - 0.81) * noise
     x[pairs[:, 1]] = copies / np.linalg.norm(copies, axis=1, keepdims=True)
-    t = time.perf_counter()
-    index = neighbors.build_index(x, threads=threads)
-    build = time.perf_counter() - t
-    print(f"hnsw: built {n} in {build:.0f} s", file=sys.stderr)
-    k = 10
-    # exact neighbours of a sample of the vectors (themselves excluded), by brute force
-    sample = rng.choice(n, size=min(args.queries, n), replace=False)
-    t = time.perf_counter()
+    return x, pairs
+
+
+def exact_neighbours(x: np.ndarray, sample: np.ndarray, k: int) -> np.ndarray:
+    """The k nearest rows of x to each sampled row (itself excluded), by brute force."""
     exact = np.empty((len(sample), k), dtype=np.int64)
     for s in range(0, len(sample), 32):
         rows = sample[s : s + 32]
         sims = x[rows] @ x.T
         sims[np.arange(len(rows)), rows] = -np.inf
-        top = np.argpartition(-sims, k, axis=1)[:, :k]
-        exact[s : s + len(rows)] = top
+        exact[s : s + len(rows)] = np.argpartition(-sims, k, axis=1)[:, :k]
+    return exact
+
+
+def recall_at(index, x: np.ndarray, sample: np.ndarray, exact: np.ndarray, threads: int) -> float:
+    k = exact.shape[1]
+    labels, _ = index.knn_query(x[sample], k=k + 1, num_threads=threads)
+    hits = sum(len(set(lab[lab != q][:k].tolist()) & set(ex.tolist())) for lab, ex, q in zip(labels, exact, sample))
+    return hits / (len(sample) * k)
+
+
+def planted_found(index, x: np.ndarray, pairs: np.ndarray, k: int, threads: int) -> float:
+    """Share of the planted pairs in which either one is among the other's k nearest."""
+    if not len(pairs):
+        return float("nan")
+    a, _ = index.knn_query(x[pairs[:, 0]], k=k + 1, num_threads=threads)
+    b, _ = index.knn_query(x[pairs[:, 1]], k=k + 1, num_threads=threads)
+    found = sum(int(q in la or p in lb) for (p, q), la, lb in zip(pairs.tolist(), a.tolist(), b.tolist()))
+    return found / len(pairs)
+
+
+def part_hnsw(args, work: Path) -> dict:
+    from ndup import neighbors
+
+    n, threads = args.vectors, args.threads
+    rng = np.random.default_rng(args.seed)
+    x, pairs = hnsw_vectors(n, args.photo_like, args.pool, work, rng)
+    t = time.perf_counter()
+    index = neighbors.build_index(x, threads=threads)
+    build = time.perf_counter() - t
+    print(f"hnsw: built {n} in {build:.0f} s", file=sys.stderr)
+    k = 10
+    sample = rng.choice(n, size=min(args.queries, n), replace=False)
+    t = time.perf_counter()
+    exact = exact_neighbours(x, sample, k)
     brute = (time.perf_counter() - t) / len(sample) * n  # extrapolated to every vector
-    out = {"vectors": n, "dim": dim, "kind": "photo-like" if args.photo_like else "random", "threads": threads,
-           "build_s": round(build, 1), "brute_s_est": round(brute, 1), "queries": len(sample), "planted": planted,
+    out = {"vectors": n, "dim": x.shape[1], "kind": "photo-like" if args.photo_like else "random", "threads": threads,
+           "build_s": round(build, 1), "brute_s_est": round(brute, 1), "queries": len(sample), "planted": len(pairs),
            "ef": {}}  # fmt: skip
     scan_ef = neighbors.query_ef(k, n)
     for ef in sorted({scan_ef, 64, 128, 256}):
         index.set_ef(ef)
-        labels, _ = index.knn_query(x[sample], k=k + 1, num_threads=threads)
-        hits = sum(len(set(lab[lab != q][:k].tolist()) & set(ex.tolist())) for lab, ex, q in zip(labels, exact, sample))
-        recall = hits / (len(sample) * k)
+        recall = recall_at(index, x, sample, exact, threads)
         t = time.perf_counter()
         index.knn_query(x[: min(n, 20000)], k=k + 1, num_threads=threads)
         all_q = (time.perf_counter() - t) / min(n, 20000) * n
-        found = 0
-        if planted:
-            a, _ = index.knn_query(x[pairs[:, 0]], k=k + 1, num_threads=threads)
-            b, _ = index.knn_query(x[pairs[:, 1]], k=k + 1, num_threads=threads)
-            found = sum(int(q in la or p in lb) for (p, q), la, lb in zip(pairs.tolist(), a.tolist(), b.tolist()))
-        dup = found / planted if planted else float("nan")
+        dup = planted_found(index, x, pairs, k, threads)
         out["ef"][ef] = {"recall10": round(recall, 4), "query_all_s": round(all_q, 1), "scan": ef == scan_ef,
                          "planted_recall": round(dup, 4)}  # fmt: skip
         print(f"hnsw: ef {ef}: recall@10 {recall:.4f}, planted {dup:.4f}, all queries {all_q:.0f} s", file=sys.stderr)
