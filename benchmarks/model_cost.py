@@ -3,6 +3,7 @@
     python benchmarks/model_cost.py [--photos ../shared/photos] [--device cpu] [--rounds 5]
     python benchmarks/model_cost.py --heap-runs 3        # the glibc heap setting (ndup.heap) on and off
     python benchmarks/model_cost.py --chunk 32           # the CPU network 32 images at a time, not 16
+    NDUP_TORCH_THREADS=2 python benchmarks/model_cost.py # the CPU network on 2 threads
 
 Both models embed the same batches of real photos (decoded as a scan decodes them), alternating
 round by round so that machine noise hits both alike; the report is the ratio of the medians.
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {name: [] for name in models}
     for m in models.values():  # warm-up
         m.embed(pixels[:4], aspects[:4])
-    second, faults, system = 0, 0, 0.0
+    second, faults, system, cpu = 0, 0, 0.0, 0.0
     for _ in range(args.rounds):
         for name, m in models.items():
             before = resource.getrusage(resource.RUSAGE_SELF)
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 second = int((~np.isnan(out["alt_vector"][:, 0])).sum())
                 faults += after.ru_minflt - before.ru_minflt
                 system += after.ru_stime - before.ru_stime
+                cpu += after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     base, full = statistics.median(times["backbone"]), statistics.median(times["full"])
     n = args.rounds * len(pixels)
     heap = "plain" if args.plain_heap else "kept"
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plain backbone: {base * 1000:.1f} ms/image")
     print(f"full model:     {full * 1000:.1f} ms/image ({second}/{len(pixels)} images with a second orientation)")
     print(f"full model:     {faults / n:.0f} page faults and {system / n * 1000:.1f} ms of system time per image")
+    print(f"full model:     {cpu / n * 1000:.1f} ms of CPU (all threads) per image")
     print(f"ratio full/backbone: {full / base:.2f}")
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
     return 0
