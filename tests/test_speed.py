@@ -13,6 +13,7 @@ from test_index import StubEmbedder
 
 from ndup import scan as scan_module
 from ndup.config import ScanSettings
+from ndup.model.embed import torch_threads
 from ndup.scan import run_scan
 from ndup.store import Store
 
@@ -110,6 +111,19 @@ def test_a_cpu_run_never_touches_cuda():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)])
+def test_the_cpu_network_gets_half_the_cores(monkeypatch, cores, threads):
+    """The network and the decoders cost about the same per image on a CPU: each gets about half."""
+    monkeypatch.delenv("NDUP_TORCH_THREADS", raising=False)
+    assert torch_threads(cores) == threads
+
+
+@pytest.mark.parametrize(("env", "threads"), [("3", 3), ("1", 1), ("0", 2), ("many", 2), ("", 2)])
+def test_ndup_torch_threads_overrides_the_network_threads_when_it_is_a_positive_number(monkeypatch, env, threads):
+    monkeypatch.setenv("NDUP_TORCH_THREADS", env)
+    assert torch_threads(4) == threads
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")

@@ -39,16 +39,17 @@ def _joined(parts: list):
 
 
 def torch_threads(cores: int | None = None) -> int:
-    """Intra-op threads for the network on the CPU: one per core this process may use.
+    """Intra-op threads for the network on the CPU: half the cores this process may use (at least one).
 
-    On a CPU the network costs several times what decoding does (docs/benchmarks.md), so it gets
-    every core; the decoding processes run beside it and the kernel shares the cores out. Fewer
-    threads left cores idle whenever the decoders waited on a full queue. NDUP_TORCH_THREADS
-    overrides it."""
+    On a CPU the network and the decoding of camera JPEGs cost about the same per image
+    (docs/benchmarks.md), so each gets about half the machine: the decoding processes run beside
+    the network and the kernel shares the cores out. On 2 cores, with its threads sleeping between
+    layers as in a scan, a second thread made the network no faster and cost a third more CPU or
+    more, which the decoders needed. NDUP_TORCH_THREADS overrides it."""
     env = os.environ.get("NDUP_TORCH_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return max(1, cores if cores is not None else default_workers())
+    return max(1, (cores if cores is not None else default_workers()) // 2)
 
 
 def prepare_for_inference(net: NdupNet, device: torch.device) -> NdupNet:
