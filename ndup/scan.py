@@ -8,7 +8,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -105,9 +105,13 @@ def _read_changed(
     entries: list[FileEntry], workers: int, batch_size: int, read: Callable = analyze
 ) -> Iterator[tuple[FileEntry, Outcome]]:
     paths = (e.path for e in entries)
-    outcomes = ordered_map(read, paths, workers, in_flight=read_ahead(workers, batch_size), crashed=_decoder_crashed)
+    yield from zip(entries, _in_workers(read, paths, workers, read_ahead(workers, batch_size)))
+
+
+def _in_workers(read: Callable, paths: Iterable[str], workers: int, in_flight: int = 64) -> Iterator[Outcome]:
+    """`read` over the files in worker processes, in order; a file whose decoder crashes is a Failure."""
     try:
-        yield from zip(entries, outcomes)
+        yield from ordered_map(read, paths, workers, in_flight=in_flight, crashed=_decoder_crashed)
     except BrokenProcessPool as e:  # not one file's doing: new worker processes die at once
         raise NdupError(
             f"the worker processes that read files cannot run ({e})", hint="try --workers 1, and check free memory"
@@ -132,7 +136,8 @@ def _gpu_decoder(settings: ScanSettings) -> str | None:
 
 
 def _decode_deferred(batch: list[tuple[FileEntry, Outcome]], device: str, workers: int) -> list:
-    """Decode a batch's deferred JPEGs together on `device`; files it cannot decode go to the CPU decoder."""
+    """Decode a batch's deferred JPEGs together on `device`; files it cannot decode go to the CPU
+    decoder, in worker processes."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ndup.model.gpu import decode_jpegs
@@ -142,10 +147,14 @@ def _decode_deferred(batch: list[tuple[FileEntry, Outcome]], device: str, worker
         return batch
     deferred: list[Deferred] = [batch[i][1] for i in slots]  # type: ignore[misc]
     rgbs = decode_jpegs([d.data for d in deferred], [d.orientation for d in deferred], device)
+    # What nvjpeg rejects is likely damaged: the CPU decoder takes it in worker processes, as any
+    # other file, so that a decoder crashing on it costs a worker, not the scan.
+    rejected = [d.path for d, rgb in zip(deferred, rgbs) if rgb is None]
+    on_cpu = dict(zip(rejected, _in_workers(analyze, rejected, workers))) if rejected else {}
 
     def finish(pair: tuple[Deferred, np.ndarray | None]) -> Outcome:
         d, rgb = pair
-        return d.finish(rgb) if rgb is not None else analyze(d.path)
+        return d.finish(rgb) if rgb is not None else on_cpu[d.path]
 
     out = list(batch)
     # hashes and measures of the small pictures: Pillow and numpy release the GIL for most of it

@@ -196,3 +196,13 @@ def analyze_or_crash(path: str):
     from ndup.decode import analyze
 
     return analyze(path)
+
+
+def analyze_crashing_off_the_gpu(path: str, defer_jpeg: bool = False):
+    """ndup.decode.analyze, except that files named *crash-me* kill the process that decodes them on
+    the CPU: they pass the GPU path's first reading (hashed and parsed, not decoded) and crash later."""
+    if not defer_jpeg and "crash-me" in os.path.basename(path):
+        die()
+    from ndup.decode import analyze
+
+    return analyze(path, defer_jpeg=defer_jpeg)

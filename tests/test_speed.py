@@ -57,6 +57,27 @@ def test_jpegs_decoded_in_batches_elsewhere_give_the_cpu_facts(tmp_path, monkeyp
     assert deferred["turned.jpg"].width == 480 and deferred["turned.jpg"].height == 640  # EXIF orientation applied
 
 
+def test_a_jpeg_the_gpu_rejects_is_decoded_in_a_worker_whose_crash_spares_the_scan(tmp_path, monkeypatch):
+    """What nvjpeg cannot decode is likely damaged: the CPU decoder that takes it over runs in a worker
+    process, so that crashing on it costs the worker, not the scan (and the file is reported)."""
+    from harness import analyze_crashing_off_the_gpu
+
+    from ndup.model import gpu
+
+    root = tmp_path / "lib"
+    for i in range(4):
+        save(photo(720 + i, 320, 240), root / f"p{i}.jpg", quality=90)
+    save(photo(730, 320, 240), root / "crash-me.jpg", quality=90)
+    monkeypatch.setattr(scan_module, "_gpu_decoder", lambda settings: "cpu")
+    monkeypatch.setattr(scan_module, "analyze", analyze_crashing_off_the_gpu)
+    monkeypatch.setattr(gpu, "decode_jpegs", lambda datas, orientations, device: [None] * len(datas))
+    settings = ScanSettings(roots=(root,), db_path=tmp_path / "c.db", workers=2, variant="multilayer")
+    plan = run_scan(settings, embedder_factory=lambda s: StubEmbedder())
+    reason = "the decoder crashed on this file (its worker process died); it is skipped until it changes"
+    assert [(f.path, f.reason) for f in plan.failures] == [(str(root / "crash-me.jpg"), reason)]
+    assert plan.summary["images"] == 4  # the others, rejected too, were decoded on the CPU
+
+
 def test_faster_inference_network_computes_the_same():
     import torch
 
