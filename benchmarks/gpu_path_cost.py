@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             per_image[name].append(cpu / images * 1000)
             walls[name].append(images / wall)
     print(f"{len(files)} JPEGs in {args.library}, --workers {args.workers}, {args.rounds} rounds (medians)")
-    print("| path | the scan process's CPU per image (read stage) | images/s that allows, were it all serial | images/s here |")
+    print(
+        "| path | the scan process's CPU per image (read stage) | images/s that allows, were it all serial | images/s here |"
+    )
     print("|---|---|---|---|")
     for name, ms in per_image.items():
         mid = statistics.median(ms)
