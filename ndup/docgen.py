@@ -102,6 +102,9 @@ ENVIRONMENT = [
     ("XDG_CONFIG_HOME", "where the config file lives: *$XDG_CONFIG_HOME/ndup/config.toml* (default *~/.config*)"),
     ("XDG_DATA_HOME", "where the trash is on Linux: *$XDG_DATA_HOME/Trash* (default *~/.local/share/Trash*)"),
     ("NO_COLOR", "no colours; `ndup review` shows pictures only where the terminal has a graphics protocol"),
+    ("NDUP_REVIEW_IMAGES", "0, off or no: `ndup review` shows no pictures, only their facts"),
+    ("NDUP_TORCH_THREADS", "threads the network uses on a CPU [default: half the CPU cores, at least one]"),
+    ("NDUP_GPU_DECODE", "0: on a CUDA GPU, JPEGs are decoded by the worker processes, not with nvjpeg"),
     ("NDUP_DEBUG", "show the traceback of an internal error instead of one line"),
     ("_NDUP_COMPLETE", "set by the shell completion scripts when they call **ndup** back"),
 ]

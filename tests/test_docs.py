@@ -64,6 +64,20 @@ def test_every_command_has_help_and_is_in_the_readme_and_the_man_page():
     assert typer.main.get_command(app).help
 
 
+def test_every_environment_variable_the_code_reads_is_in_the_man_page():
+    """A variable that changes what ndup does is documented; test hooks (named so) are not."""
+    import re
+
+    man = (ROOT / "man/ndup.1").read_text().replace("\\", "")
+    read = set()
+    for path in (ROOT / "ndup").rglob("*.py"):
+        read |= set(re.findall(r"\b(NDUP_[A-Z_]+)\b", path.read_text()))
+    read -= {name for name in read if name.startswith("NDUP_TEST_")}
+    assert {"NDUP_TORCH_THREADS", "NDUP_GPU_DECODE", "NDUP_DB"} <= read
+    missing = sorted(name for name in read if f"fB{name}" not in man)
+    assert not missing, f"man/ndup.1's ENVIRONMENT does not name {missing}: add them to ndup.docgen.ENVIRONMENT"
+
+
 def _complete(env: dict[str, str]) -> str:
     r = CliRunner().invoke(app, [], env=env, prog_name="ndup")
     assert r.exit_code == 0, r.stderr
