@@ -22,7 +22,7 @@ from pathlib import Path
 
 import hnswlib
 import numpy as np
-from throughput import DEFAULT_POOL, exact_neighbours, hnsw_vectors, planted_found, recall_at
+from throughput import DEFAULT_POOL, exact_neighbours, hnsw_vectors, planted_found, recall_of
 
 from ndup.neighbors import HNSW_EF_CONSTRUCTION, HNSW_M, query_ef
 
@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         for ef in beams:
             index.set_ef(ef)
             started = time.perf_counter()
-            index.knn_query(data[sample], k=K + 1, num_threads=args.threads)
+            labels, _ = index.knn_query(data[sample], k=K + 1, num_threads=args.threads)
             query = time.perf_counter() - started
             base_query = base_query or query
-            recall = recall_at(index, data, sample, exact, args.threads)
+            recall = recall_of(labels, sample, exact)
             found = planted_found(index, data, planted, K, args.threads)
             every = query / len(sample) * args.vectors
             rows.append((m, ef_construction, ef, recall, found, build / base_build, query / base_query, build, every))

@@ -399,9 +399,9 @@ def exact_neighbours(x: np.ndarray, sample: np.ndarray, k: int) -> np.ndarray:
     return exact
 
 
-def recall_at(index, x: np.ndarray, sample: np.ndarray, exact: np.ndarray, threads: int) -> float:
+def recall_of(labels: np.ndarray, sample: np.ndarray, exact: np.ndarray) -> float:
+    """recall@k of a search's `labels` for the sampled rows (k + 1 found each, themselves left out)."""
     k = exact.shape[1]
-    labels, _ = index.knn_query(x[sample], k=k + 1, num_threads=threads)
     hits = sum(len(set(lab[lab != q][:k].tolist()) & set(ex.tolist())) for lab, ex, q in zip(labels, exact, sample))
     return hits / (len(sample) * k)
 
@@ -437,7 +437,8 @@ def part_hnsw(args, work: Path) -> dict:
     scan_ef = neighbors.query_ef(k, n)
     for ef in sorted({scan_ef, 64, 128, 256}):
         index.set_ef(ef)
-        recall = recall_at(index, x, sample, exact, threads)
+        labels, _ = index.knn_query(x[sample], k=k + 1, num_threads=threads)
+        recall = recall_of(labels, sample, exact)
         t = time.perf_counter()
         index.knn_query(x[: min(n, 20000)], k=k + 1, num_threads=threads)
         all_q = (time.perf_counter() - t) / min(n, 20000) * n
