@@ -11,7 +11,9 @@ extreme. The files are read once; then the match runs again and again, alternati
 decision unit alone (`unit`) and the unit plus registration (`full`), with the cached matches and pair
 verdicts removed before each run so that every pair is verified anew. Reported: the match seconds of
 each and their ratio, against the seconds it took to read the files (this machine, this run), and how
-many times a full match read a file again for registration (and how many distinct files).
+many times a full match read a file again for registration (and how many distinct files). These matches
+run on a filled cache, as a rescan's would, so every picture registration needs is read from its file;
+a cold scan keeps most of them from its own decode (`scan.KEPT_VIEWS_BYTES`; benchmarks/throughput.py).
 """
 
 from __future__ import annotations

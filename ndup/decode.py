@@ -28,6 +28,8 @@ from ndup.records import Decoded, Failure, ImageFacts, NotAnImage
 DECODE_VERSION = 2  # 2: HEIF/AVIF/RAW, capture metadata, sharpness and exposure
 # The square RGB image handed to the model; the model resamples it to its own input size.
 MODEL_SIDE = 256
+# The long side pictures are compared at by registration (ndup.registration, which reads it from here).
+REGISTRATION_SIDE = 480
 # Image files are read whole into memory: a bigger one (a disk image that starts like a JPEG, a huge scan)
 # is a failure, not a worker's memory. Pillow refuses images over ~179 megapixels anyway, which
 # uncompressed at 8 bits per channel is ~0.5 GiB.
@@ -293,6 +295,14 @@ class _Picture:
     subtype: str | None = None
     capture_time: str | None = None  # a fallback for files without EXIF capture time (RAW via LibRaw)
     lens: str | None = None
+    drafted: tuple[int, int] | None = None  # the stored size a JPEG was decoded at (before orientation)
+
+
+def _draft(im: Image.Image, side: int, long_side: bool) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale: the main cost saving for camera photos. At no less
+    than `side` px on both sides, or with `long_side`, on the longer side only."""
+    stored = max(im.size)
+    im.draft("RGB", (side * im.width // stored, side * im.height // stored) if long_side else (side, side))
 
 
 def _open_pillow(data: bytes, side: int, decoded: Image.Image | None = None, long_side: bool = False) -> _Picture:
@@ -310,16 +320,16 @@ def _open_pillow(data: bytes, side: int, decoded: Image.Image | None = None, lon
         width, height = height, width
     if decoded is not None:
         return _Picture(decoded, fmt, width, height, exif, xmp, quality, False)
+    drafted = None
     if fmt in ("JPEG", "MPO"):
-        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: the main cost saving for camera photos.
-        stored = max(im.size)
-        im.draft("RGB", (side * im.width // stored, side * im.height // stored) if long_side else (side, side))
+        _draft(im, side, long_side)
+        drafted = im.size
     im.load()
     if orientation != 1:
         with contextlib.suppress(Exception):  # a broken orientation tag: keep the pixels as stored
             im = ImageOps.exif_transpose(im)
     lossless = fmt in LOSSLESS_FORMATS or bool(im.info.get("lossless"))
-    return _Picture(to_rgb(im), fmt, width, height, exif, xmp, quality, lossless)
+    return _Picture(to_rgb(im), fmt, width, height, exif, xmp, quality, lossless, drafted=drafted)
 
 
 def _open_raw(data: bytes, subtype: str, side: int) -> _Picture:
@@ -396,8 +406,10 @@ def _quiet_decoding():
 
 
 def _decode_image(
-    data: bytes, content_hash: str, container: str, path: str, decoded: Image.Image | None = None
-) -> tuple[ImageFacts, np.ndarray]:
+    data: bytes, content_hash: str, container: str, path: str, decoded: Image.Image | None = None, view: bool = False
+) -> tuple[ImageFacts, np.ndarray, np.ndarray | None]:
+    """The facts, the model's pixels and, with `view`, the registration picture (registration_grey)
+    when it is the one a file read again would give; else None."""
     import imagehash
 
     with _quiet_decoding():
@@ -423,7 +435,33 @@ def _decode_image(
         **meta,
     )
     pixels = np.asarray(rgb.resize((MODEL_SIDE, MODEL_SIDE), Image.BILINEAR, reducing_gap=2.0))
-    return facts, pixels
+    grey = None
+    if view and decoded is None:
+        with _quiet_decoding(), contextlib.suppress(Exception):  # it only saves a re-read: never a failure
+            grey = registration_grey(rgb) if _read_again_alike(data, pic) else None
+    return facts, pixels, grey
+
+
+def registration_grey(rgb: Image.Image) -> np.ndarray:
+    """An upright picture as registration compares it: greyscale, no more than REGISTRATION_SIDE px on
+    its long side. The one recipe for a file read again and for a scan's own decode of it."""
+    im = rgb.copy() if max(rgb.size) > REGISTRATION_SIDE else rgb
+    im.thumbnail((REGISTRATION_SIDE, REGISTRATION_SIDE))
+    return np.asarray(im.convert("L"))
+
+
+def _read_again_alike(data: bytes, pic: _Picture) -> bool:
+    """Whether the file, read again for registration (`load_oriented` at REGISTRATION_SIDE), decodes
+    to these same pixels: Pillow decodes other formats whole either way; a JPEG, when both requests
+    draft it to the same scale (4000x3000 at 1/8 for both, 900x900 at 1/2 for the model's 256 px on
+    both sides but whole for 480 px on the long one). RAW files choose a preview by size: never."""
+    if pic.format == "RAW":
+        return False
+    if pic.drafted is None:
+        return True
+    again = Image.open(BytesIO(data))
+    _draft(again, REGISTRATION_SIDE, long_side=True)
+    return again.size == pic.drafted
 
 
 _BOMB = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+)")
@@ -478,7 +516,7 @@ class Deferred:
     def finish(self, rgb: np.ndarray) -> Decoded | Failure:
         """`rgb`: the upright picture (H, W, 3) uint8, at least MODEL_SIDE on its short side."""
         try:
-            facts, pixels = _decode_image(self.data, self.content_hash, "JPEG", self.path, Image.fromarray(rgb))
+            facts, pixels, _ = _decode_image(self.data, self.content_hash, "JPEG", self.path, Image.fromarray(rgb))
         except Exception as e:
             return Failure(self.path, describe_error(e, self.data, "JPEG"))
         return Decoded(path=self.path, size=self.size, mtime_ns=self.mtime_ns, facts=facts, pixels=pixels)
@@ -498,10 +536,11 @@ def _deferrable(data: bytes) -> int | None:
         return None
 
 
-def analyze(path: str, defer_jpeg: bool = False) -> Decoded | Deferred | NotAnImage | Failure:
+def analyze(path: str, defer_jpeg: bool = False, keep_view: bool = False) -> Decoded | Deferred | NotAnImage | Failure:
     """Read a file once: sniff, hash, decode. Never raises for anything wrong with the file.
 
-    `defer_jpeg`: a plain JPEG is read and hashed but not decoded (a Deferred), for the GPU."""
+    `defer_jpeg`: a plain JPEG is read and hashed but not decoded (a Deferred), for the GPU.
+    `keep_view`: the Decoded carries its registration picture too, where it can (`_read_again_alike`)."""
     try:
         # Non-blocking, then checked: a file swapped for a named pipe or a device since the walk saw it
         # must not hang the scan or be read forever.
@@ -534,10 +573,10 @@ def analyze(path: str, defer_jpeg: bool = False) -> Decoded | Deferred | NotAnIm
     if defer_jpeg and fmt == "JPEG" and (orientation := _deferrable(data)) is not None:
         return Deferred(path, st.st_size, st.st_mtime_ns, data, hashlib.sha256(data).hexdigest(), orientation)
     try:
-        facts, pixels = _decode_image(data, hashlib.sha256(data).hexdigest(), fmt, path)
+        facts, pixels, grey = _decode_image(data, hashlib.sha256(data).hexdigest(), fmt, path, view=keep_view)
     except Exception as e:  # every decoder failure is a per-file fact, never a crashed scan
         return Failure(path, describe_error(e, data, fmt))
-    return Decoded(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, facts=facts, pixels=pixels)
+    return Decoded(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, facts=facts, pixels=pixels, grey=grey)
 
 
 def load_rgb_array(path: str, max_side: int) -> np.ndarray:

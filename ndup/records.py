@@ -76,6 +76,7 @@ class Decoded:
     mtime_ns: int
     facts: ImageFacts
     pixels: Any  # numpy (side, side, 3) uint8, EXIF-oriented
+    grey: Any = None  # numpy (h, w) uint8: the registration picture, when asked for and alike (ndup.decode)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,10 @@ one transform and re-toned. A second capture fails: something in the scene moved
 two, as between consecutive video frames), the viewpoint changed (parallax, perspective) or new content
 came in.
 
-The pixels come from the files themselves, decoded again at `SIDE` px, for the pairs the decision unit
-calls the same scene but not a copy (registration may show them to be one picture) and for those it
-calls copies (registration may show parts that moved: another frame). This is the only module that
-imports OpenCV.
+The pixels come from the files themselves at `SIDE` px (kept from the scan's own decode where that gives
+the same pixels, else decoded again), for the pairs the decision unit calls the same scene but not a
+copy (registration may show them to be one picture) and for those it calls copies (registration may
+show parts that moved: another frame). This is the only module that imports OpenCV.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-SIDE = 480  # long side the pictures are compared at (px)
+from ndup.decode import REGISTRATION_SIDE as SIDE  # long side the pictures are compared at (px)
+
 FEATURES = 1500  # ORB keypoints per picture
 RATIO = 0.8  # Lowe's ratio test on descriptor matches
 RANSAC_PX = 3.0  # reprojection error (px) within which a match supports the transform

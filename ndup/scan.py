@@ -19,7 +19,7 @@ from ndup import match_cache, neighbors, structure
 from ndup.captures import apply_captures
 from ndup.config import ScanSettings
 from ndup.decisions import IgnoreIndex
-from ndup.decode import DECODE_VERSION, Deferred, analyze, load_oriented
+from ndup.decode import DECODE_VERSION, REGISTRATION_SIDE, Deferred, analyze, load_oriented, registration_grey
 from ndup.errors import NdupError
 from ndup.group import build_groups, unverified_scene_pairs
 from ndup.heap import release_freed_memory
@@ -36,6 +36,10 @@ from ndup.workers import default_workers, ordered_map
 CANDIDATE_MIN_COSINE = 0.5
 # Two images whose perceptual hashes differ by at most this many bits are candidates regardless.
 PHASH_CANDIDATE_BITS = 6
+# Registration pictures (480x360 greyscale for a 4:3 photo) kept from the scan's own decode for the
+# match, so that the files they show need not be decoded again (about 30 ms for a camera JPEG): for
+# the first files read, up to this many bytes, held until the match ends.
+KEPT_VIEWS_BYTES = 128 << 20
 
 
 class Progress:
@@ -102,20 +106,30 @@ def read_ahead(workers: int, batch_size: int) -> int:
 
 
 def _read_changed(
-    entries: list[FileEntry], workers: int, batch_size: int, read: Callable = analyze
+    entries: list[FileEntry], workers: int, batch_size: int, read: Callable = analyze, keep_views: int = 0
 ) -> Iterator[tuple[FileEntry, Outcome]]:
     paths = (e.path for e in entries)
-    yield from zip(entries, _in_workers(read, paths, workers, read_ahead(workers, batch_size)))
+    yield from zip(entries, _in_workers(read, paths, workers, read_ahead(workers, batch_size), keep_views))
 
 
-def _in_workers(read: Callable, paths: Iterable[str], workers: int, in_flight: int = 64) -> Iterator[Outcome]:
-    """`read` over the files in worker processes, in order; a file whose decoder crashes is a Failure."""
+def _in_workers(
+    read: Callable, paths: Iterable[str], workers: int, in_flight: int = 64, keep_views: int = 0
+) -> Iterator[Outcome]:
+    """`read` over the files in worker processes, in order; a file whose decoder crashes is a Failure.
+    The first `keep_views` files are read with `keep_view` (their registration pictures come too)."""
+    keeping = functools.partial(read, keep_view=True)
+    tasks = ((keeping if i < keep_views else read, path) for i, path in enumerate(paths))
     try:
-        yield from ordered_map(read, paths, workers, in_flight=in_flight, crashed=_decoder_crashed)
+        yield from ordered_map(_run, tasks, workers, in_flight=in_flight, crashed=lambda t: _decoder_crashed(t[1]))
     except BrokenProcessPool as e:  # not one file's doing: new worker processes die at once
         raise NdupError(
             f"the worker processes that read files cannot run ({e})", hint="try --workers 1, and check free memory"
         ) from None
+
+
+def _run(task: tuple[Callable, str]) -> Outcome:
+    read, path = task
+    return read(path)
 
 
 def _gpu_decoder(settings: ScanSettings) -> str | None:
@@ -272,27 +286,42 @@ def _settings_record(settings: ScanSettings) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items() if k != "roots"}
 
 
-def _read(todo: list[FileEntry], embedded, store, model_id, settings, embedder_factory, counts, progress) -> None:
+def _read(
+    todo: list[FileEntry], embedded, store, model_id, settings, embedder_factory, counts, progress
+) -> dict[str, np.ndarray]:
     """Read the files that changed, embed the images whose content no network output is cached for
     (`embedded`: content hashes, updated here; `embedder_factory` None: the variant needs no
-    network), and write each batch to the cache as it goes."""
+    network), and write each batch to the cache as it goes. Returns the registration pictures kept
+    for the match (KEPT_VIEWS_BYTES), by content hash."""
     workers = settings.workers or default_workers()
     embedder = None
     progress.stage("Reading images", total=len(todo))
     gpu = _gpu_decoder(settings)
     read = functools.partial(analyze, defer_jpeg=True) if gpu else analyze
+    keep_views = KEPT_VIEWS_BYTES // (REGISTRATION_SIDE * REGISTRATION_SIDE * 3 // 4)  # as many 4:3 pictures
+    if settings.variant != "full":  # no registration
+        keep_views = 0
+    kept: dict[str, np.ndarray] = {}
+    kept_bytes = 0
     try:
         # With more than a batch to read, the network starts at once: its process loads (seconds)
         # while the first files decode. A smaller read first sees whether any content is new.
         if embedder_factory is not None and len(todo) > settings.batch_size:
             embedder = embedder_factory(settings)
-        for batch in _batches(_read_changed(todo, workers, settings.batch_size, read), settings.batch_size):
+        reading = _read_changed(todo, workers, settings.batch_size, read, keep_views)
+        for batch in _batches(reading, settings.batch_size):
             if gpu:
                 batch = _decode_deferred(batch, gpu, workers)
             new: dict[str, Decoded] = {}
             for _, o in batch:
-                if isinstance(o, Decoded) and o.facts.content_hash not in embedded:
+                if not isinstance(o, Decoded):
+                    continue
+                if o.facts.content_hash not in embedded:
                     new.setdefault(o.facts.content_hash, o)
+                fits = o.grey is not None and kept_bytes + o.grey.nbytes <= KEPT_VIEWS_BYTES
+                if fits and o.facts.content_hash not in kept:
+                    kept[o.facts.content_hash] = o.grey
+                    kept_bytes += o.grey.nbytes
             vectors: dict[str, tuple[np.ndarray, dict]] = {}
             if new:
                 embedder = embedder or embedder_factory(settings)
@@ -312,6 +341,7 @@ def _read(todo: list[FileEntry], embedded, store, model_id, settings, embedder_f
         raise
     # before matching, which needs the memory; one started early and never needed may still be loading
     _close_embedder(embedder, kill=counts.embedded == 0)
+    return kept
 
 
 def _scan(store, run_id, roots, settings, progress, embedder_factory, started, on_matched) -> Plan:
@@ -348,9 +378,10 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
             todo.append(e)  # facts are current but this model has not seen the file yet
     lap("walk")
 
+    kept_views: dict[str, np.ndarray] = {}
     if todo:
         network = embedder_factory if needs_embedding else None
-        _read(todo, embedded, store, model_id, settings, network, counts, progress)
+        kept_views = _read(todo, embedded, store, model_id, settings, network, counts, progress)
         release_freed_memory()  # what a network in this process kept for its next batch (ndup.heap)
 
     lap("read")
@@ -382,7 +413,9 @@ def _scan(store, run_id, roots, settings, progress, embedder_factory, started, o
             index=index,
             pair_cache=pairs,
             progress=progress,
+            kept_views=kept_views,
         )
+        kept_views.clear()
         match_cache.save(last_match, key, clusters)
         counts.extra["pairs"] = {"reused": pairs.reused, "verified": pairs.verified}
         if index is not None:
@@ -430,20 +463,24 @@ def _thumb_lookup(hashes: list[str], fetch: Callable[[str], bytes | None]):
 def registration_view(path: str):
     """A file read again and prepared for registration (ndup.registration); None when it cannot be read
     now (moved, changed or damaged since it was scanned): it then only loses the check."""
-    from ndup.registration import SIDE, prepare
+    from ndup.registration import prepare
 
     try:
-        return prepare(np.asarray(load_oriented(path, SIDE).convert("L")))
+        return prepare(registration_grey(load_oriented(path, REGISTRATION_SIDE)))
     except Exception:  # a file that fails now only loses the check, never the scan
         return None
 
 
-def _registration(paths: list[str], threads: int):
+def _registration(paths: list[str], threads: int, kept: Callable[[int], np.ndarray | None] | None = None):
     """(P, 2) pairs of image indices -> what registration (ndup.registration) shows of each pair (+1 one
-    picture, edited; -1 another frame of one scene; 0 neither), from the files read again."""
+    picture, edited; -1 another frame of one scene; 0 neither), from the pictures the scan kept
+    (`kept(i)`: image i's registration picture, or None) or else the files read again."""
 
     def view_of(i: int):
-        return registration_view(paths[i])
+        from ndup.registration import prepare
+
+        grey = kept(i) if kept else None
+        return registration_view(paths[i]) if grey is None else prepare(grey)
 
     recent = None  # the views used last, kept from one call to the next (the match verifies in chunks)
 
@@ -482,9 +519,11 @@ def pair_inputs(
     thumbnail: Callable[[str], bytes | None] | None = None,
     register: bool = False,
     threads: int = 1,
+    kept_views: dict[str, np.ndarray] | None = None,
 ) -> PairInputs:
     """What the verifier weighs, for every image, from the cache entries (`cache_entry`) of its content;
-    with `register`, pairs can also be registered (the files read again, on `threads` threads)."""
+    with `register`, pairs can also be registered (on `threads` threads, from the pictures a scan kept
+    by content hash, `kept_views`, or else the files read again)."""
     hashes = [im.facts.content_hash for im in images]
     alt_vectors = alt_phash = None
     if embeddings:
@@ -499,7 +538,8 @@ def pair_inputs(
         vectors = np.zeros((len(images), 1), dtype=np.float32)
         aligned = ["0"] * len(images)
     thumbs = _thumb_lookup(hashes, thumbnail) if thumbnail else None
-    registered = _registration([im.path for im in images], threads) if register else None
+    kept = (lambda i: kept_views.get(hashes[i])) if kept_views else None
+    registered = _registration([im.path for im in images], threads, kept) if register else None
     return PairInputs.from_records(images, vectors, aligned, alt_vectors, alt_phash, thumbs, registered)
 
 
@@ -512,16 +552,18 @@ def match(
     index: neighbors.IndexFile | None = None,
     pair_cache: PairCache | None = None,
     progress: Progress | None = None,
+    kept_views: dict[str, np.ndarray] | None = None,
 ) -> tuple[list, list[PairVerdict]]:
     """Candidate pairs (kNN + hash buckets) -> verdicts -> clusters.
 
-    `ignore` holds what a person marked "not duplicates" in review: those pairs never match again."""
+    `ignore` holds what a person marked "not duplicates" in review: those pairs never match again.
+    `kept_views`: registration pictures kept from the scan's reading, by content hash."""
     if len(images) < 2:
         return [], []
     hashes = [im.facts.content_hash for im in images]
     # the pair inputs (thumbnails, registration views) are let go when verification returns
     vectors, verdicts = _verified_candidates(
-        images, hashes, embeddings, settings, thumbnail, index, pair_cache, progress
+        images, hashes, embeddings, settings, thumbnail, index, pair_cache, progress, kept_views
     )
     # bursts (same camera, seconds apart) become similar pairs; RAW+JPEG pairs of one capture never match
     verdicts = apply_captures(
@@ -551,11 +593,13 @@ def _verified_candidates(
     index: neighbors.IndexFile | None,
     pair_cache: PairCache | None,
     progress: Progress | None,
+    kept_views: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[PairVerdict]]:
     """The images' unit descriptors, and the verdicts of their candidate pairs and of every pair
     within the scenes those show."""
     threads = settings.workers or default_workers()
-    inputs = pair_inputs(images, embeddings, thumbnail, register=settings.variant == "full", threads=threads)
+    register = settings.variant == "full"
+    inputs = pair_inputs(images, embeddings, thumbnail, register=register, threads=threads, kept_views=kept_views)
     vectors, alt_vectors = inputs.vectors, inputs.alt_vectors
     candidates = neighbors.exact_pairs(hashes)
     hash_bits = PHASH_CANDIDATE_BITS

@@ -189,20 +189,20 @@ def double_unless_cursed(x: int) -> int:
     return 2 * x
 
 
-def analyze_or_crash(path: str):
+def analyze_or_crash(path: str, **options):
     """ndup.decode.analyze, except that files named *crash-me* kill the process reading them."""
     if "crash-me" in os.path.basename(path):
         die()
     from ndup.decode import analyze
 
-    return analyze(path)
+    return analyze(path, **options)
 
 
-def analyze_crashing_off_the_gpu(path: str, defer_jpeg: bool = False):
+def analyze_crashing_off_the_gpu(path: str, defer_jpeg: bool = False, **options):
     """ndup.decode.analyze, except that files named *crash-me* kill the process that decodes them on
     the CPU: they pass the GPU path's first reading (hashed and parsed, not decoded) and crash later."""
     if not defer_jpeg and "crash-me" in os.path.basename(path):
         die()
     from ndup.decode import analyze
 
-    return analyze(path, defer_jpeg=defer_jpeg)
+    return analyze(path, defer_jpeg=defer_jpeg, **options)

@@ -57,6 +57,33 @@ def test_large_jpeg_is_draft_decoded(tmp_path, monkeypatch):
     assert sizes and max(w for w, _ in sizes) <= 1000  # libjpeg scaled the decode down (1/8: 500x375)
 
 
+@pytest.mark.parametrize(
+    "size,orientation,name,alike",
+    [
+        ((1280, 960), 1, "a.jpg", True),  # the model's 256 px and registration's 480 px both decode it at 1/2
+        ((1280, 960), 6, "turned.jpg", True),  # and both turn it upright
+        ((4000, 3000), 1, "camera.jpg", True),  # both at 1/8
+        ((900, 900), 1, "square.jpg", False),  # at 1/2 for the model, whole for registration: read again
+        ((640, 480), 1, "b.png", True),  # other formats are decoded whole either way
+    ],
+)
+def test_a_scan_keeps_the_registration_picture_that_reading_the_file_again_would_give(
+    tmp_path, size, orientation, name, alike
+):
+    from ndup.scan import registration_view
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    p = save(photo(4, 640, 480).resize(size), tmp_path / name, exif=exif.tobytes())
+    assert analyze(str(p)).grey is None  # only when asked for
+    kept = analyze(str(p), keep_view=True).grey
+    again = registration_view(str(p)).grey
+    if alike:
+        assert kept is not None and kept.shape == again.shape and np.array_equal(kept, again)
+    else:
+        assert kept is None
+
+
 def test_modes_are_converted_correctly():
     assert to_rgb(Image.new("P", (4, 4), 0)).mode == "RGB"
     transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from imagegen import synthetic_photo
@@ -270,3 +272,36 @@ def test_a_missing_opencv_is_one_clear_error_not_a_traceback(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(NdupError, match="OpenCV is missing"):
         _registration(["a.jpg", "b.jpg"], threads=1)(np.array([[0, 1]]))
+
+
+def test_a_scan_registers_from_its_own_decode_and_reads_again_only_what_that_cannot_give(tmp_path, monkeypatch):
+    import ndup.scan as scan
+    from ndup.config import ScanSettings
+
+    big = synthetic_photo(11, 1280, 960)  # decoded at 1/2 for the model and for registration alike
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    big.save(lib / "photo.jpg", quality=92)
+    crop_half(big).save(lib / "crop.jpg", quality=85)  # 905x679: 1/2 for the model, whole for registration
+    tilt(big).save(lib / "tilt.jpg", quality=85)
+    second_capture(big, 0).save(lib / "again.jpg", quality=92)
+    next_frame(big).save(lib / "next.png")
+    read_again = []
+    real_view = scan.registration_view
+    monkeypatch.setattr(scan, "registration_view", lambda path: read_again.append(Path(path).name) or real_view(path))
+
+    def scan_with(kept_bytes: int, db: str):
+        monkeypatch.setattr(scan, "KEPT_VIEWS_BYTES", kept_bytes)
+        read_again.clear()
+        seen = {}
+        settings = ScanSettings(roots=(lib,), db_path=tmp_path / db, workers=1)
+        scan.run_scan(settings, on_matched=lambda images, verdicts: seen.update(verdicts=verdicts))
+        return seen["verdicts"], set(read_again)
+
+    kept, read_when_kept = scan_with(scan.KEPT_VIEWS_BYTES, "kept.db")
+    none, read_when_none = scan_with(0, "none.db")
+    assert kept == none  # the same pixels, so the same verdicts
+    assert {"photo.jpg", "crop.jpg", "next.png"} <= read_when_none  # registered
+    assert "crop.jpg" in read_when_kept and not read_when_kept & {"photo.jpg", "next.png"}
+    _, read_within_budget = scan_with(200_000, "small.db")  # room for one 480x360 picture only
+    assert read_when_kept < read_within_budget < read_when_none  # the first file read ("again.jpg") kept
