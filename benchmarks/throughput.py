@@ -57,6 +57,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The commands it times import the ndup beside this script too, not an installed one: a checkout of
+# older code, run with its own copy of this script, measures that code.
+OWN_CODE = {"PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 START, END = "<!-- throughput:start -->", "<!-- throughput:end -->"
 DEFAULT_POOL = ROOT.parent / "shared" / "photos"
@@ -176,7 +179,10 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, dict, 
         prefix = [sys.executable, str(reaper), rss_file] if sys.platform == "linux" and reaper.exists() else []
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [*prefix, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+            [*prefix, *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **OWN_CODE, **(env or {})},
         )
         memory = TreeMemory(proc.pid, count_root=not prefix)
         if os.path.exists("/proc/self/smaps_rollup"):
@@ -312,7 +318,7 @@ def measure_startup(device: str) -> float:
         f"load_embedder(ScanSettings(roots=(), device={device!r})).loaded(); print(time.perf_counter()-t)"
     )
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env={**os.environ, **OWN_CODE})
     return time.perf_counter() - start
 
 
