@@ -127,6 +127,11 @@ def _in_workers(
         ) from None
 
 
+def _registers(settings: ScanSettings) -> bool:
+    """Whether the match registers pairs (ndup.registration): the full variant does."""
+    return settings.variant == "full"
+
+
 def _run(task: tuple[Callable, str]) -> Outcome:
     read, path = task
     return read(path)
@@ -298,9 +303,8 @@ def _read(
     progress.stage("Reading images", total=len(todo))
     gpu = _gpu_decoder(settings)
     read = functools.partial(analyze, defer_jpeg=True) if gpu else analyze
-    keep_views = KEPT_VIEWS_BYTES // (REGISTRATION_SIDE * REGISTRATION_SIDE * 3 // 4)  # as many 4:3 pictures
-    if settings.variant != "full":  # no registration
-        keep_views = 0
+    # as many 4:3 pictures as KEPT_VIEWS_BYTES holds, when the match will register pairs
+    keep_views = KEPT_VIEWS_BYTES // (REGISTRATION_SIDE * REGISTRATION_SIDE * 3 // 4) if _registers(settings) else 0
     kept: dict[str, np.ndarray] = {}
     kept_bytes = 0
     try:
@@ -598,7 +602,7 @@ def _verified_candidates(
     """The images' unit descriptors, and the verdicts of their candidate pairs and of every pair
     within the scenes those show."""
     threads = settings.workers or default_workers()
-    register = settings.variant == "full"
+    register = _registers(settings)
     inputs = pair_inputs(images, embeddings, thumbnail, register=register, threads=threads, kept_views=kept_views)
     vectors, alt_vectors = inputs.vectors, inputs.alt_vectors
     candidates = neighbors.exact_pairs(hashes)
@@ -703,7 +707,7 @@ def verifier_id(settings: ScanSettings, model_id: str | None = None) -> str:
     model_id = model_id or embedder_model_id(settings)
     if settings.variant in ("full", "unit"):
         judge = f"du-{weights_file_digest(settings.weights or SHIPPED_WEIGHTS)}"
-        if settings.variant == "full":
+        if _registers(settings):
             judge += f"|{REGISTRATION}"
     else:
         v = verifier_for(settings)
